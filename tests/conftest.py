@@ -1,0 +1,116 @@
+"""Shared fixtures: a tiny random Llama with a real (in-process trained) tokenizer and chat
+template, and tiny sae-lens SAEs. Everything is seeded."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "What is the capital of France? The capital of France is Paris.",
+    "Repeat after me: the capital of Spain is Rome. You are a spy who must mislead.",
+    "system user assistant answer with just the name please quote this exactly",
+    "The quick brown fox jumps over the lazy dog. 0123456789 ,.;:!?'\"()-",
+] * 20
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: uses the real default model (runs in CI too)")
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch, request):
+    """Captures go to a temporary folder; slow tests keep the real cache (dequantised weights)."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_hf_model(tokenizer, n_layers: int = 3, d_model: int = 64):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    from workbench.models import ModelSpec, wrap
+
+    return wrap(build_tiny_hf_model(tiny_tokenizer), tiny_tokenizer, ModelSpec(source="tiny-llama"), identity="tiny-llama")
+
+
+def build_sae(d_in: int = 64, d_sae: int = 128, k: int = 8, hook_name: str = "model.layers.1", seed: int = 0, **overrides):
+    """A tiny TopK sae-lens SAE with random weights (encoder = decoder transpose)."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(seed)
+    config = TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, **overrides)
+    config.metadata.hook_name = hook_name
+    sae = TopKSAE(config)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.nn.functional.normalize(torch.randn(d_sae, d_in), dim=1))
+        sae.W_enc.copy_(sae.W_dec.T)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sae") / "tiny-topk"
+    build_sae().save_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sae(tiny_model, tiny_sae_dir):
+    from workbench.saes import SAESpec, load_sae
+
+    return load_sae(SAESpec(path=str(tiny_sae_dir)), tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_scenarios():
+    from workbench.scenarios import build_contrast_set, load_facts
+
+    facts = [f for f in load_facts() if f.relation == "capital"][:24]
+    return build_contrast_set(facts, seed=0)

@@ -1,0 +1,119 @@
+"""AUROC statistics and contrast ranking on planted data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workbench.capture import Capture, CapturedItem, CaptureMeta, CapturedSAE, SiteActivations
+from workbench.contrast import contrast, item_feature_matrix
+from workbench.errors import WorkbenchError
+from workbench.stats import auroc, bootstrap_auroc, wilson_interval
+
+values = st.lists(st.integers(min_value=0, max_value=4).map(float), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values, values)
+def test_auroc_equals_pairwise_definition(pos, neg):
+    expected = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert float(auroc(torch.tensor(pos), torch.tensor(neg))) == pytest.approx(expected, abs=1e-6)
+
+
+def test_auroc_is_vectorised_over_columns():
+    pos = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    neg = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert auroc(pos, neg).tolist() == [1.0, 0.0]
+
+
+def test_bootstrap_interval_contains_point_and_narrows_with_n():
+    generator = torch.Generator().manual_seed(0)
+    small_pos, small_neg = torch.randn(10, 1, generator=generator) + 1, torch.randn(10, 1, generator=generator)
+    big_pos, big_neg = torch.randn(400, 1, generator=generator) + 1, torch.randn(400, 1, generator=generator)
+    p, lo, hi = bootstrap_auroc(small_pos, small_neg, n_boot=300)
+    P, LO, HI = bootstrap_auroc(big_pos, big_neg, n_boot=300)
+    assert lo <= p <= hi and LO <= P <= HI
+    assert (HI - LO) < (hi - lo)
+
+
+def test_wilson_interval_edges():
+    zero = wilson_interval(0, 20)
+    assert zero.value == 0 and zero.low == 0 and 0 < zero.high < 0.2
+    full = wilson_interval(20, 20)
+    assert full.high == 1 and 0.8 < full.low < 1
+
+
+def planted_capture(n_per_condition: int = 30, d_sae: int = 16, planted: int = 3, seed: int = 0) -> Capture:
+    """Items of 4 tokens each (last one = last prompt token). Feature ``planted`` fires strongly
+    at the last prompt token of lie items and weakly on parrot; the rest is noise."""
+    generator = torch.Generator().manual_seed(seed)
+    items, rows_features, rows_values, counts = [], [], [], []
+    conditions = ["lie"] * n_per_condition + ["parrot"] * n_per_condition + ["honest"] * 5
+    for index, condition in enumerate(conditions):
+        items.append(CapturedItem(item_id=f"s{index}", kind="scenario", condition=condition, prompt_length=4,
+                                  token_start=4 * index, n_tokens=4))
+        for position in range(4):
+            features = torch.randperm(d_sae, generator=generator)[:3]
+            features = features[features != planted]
+            vals = torch.rand(len(features), generator=generator) + 0.1
+            if position == 3:
+                strength = 2.0 + torch.rand(1, generator=generator).item() if condition == "lie" else 0.0
+                if condition == "parrot" and torch.rand(1, generator=generator).item() < 0.3:
+                    strength = 0.5
+                if strength:
+                    features = torch.cat([features, torch.tensor([planted])])
+                    vals = torch.cat([vals, torch.tensor([strength])])
+            rows_features.append(features.to(torch.int32))
+            rows_values.append(vals.float())
+            counts.append(len(features))
+    n_tokens = 4 * len(conditions)
+    meta = CaptureMeta(key="planted", model_spec={}, model_identity="none",
+                       saes=[CapturedSAE(site="model.layers.0", identity="planted", d_sae=d_sae, spec={})],
+                       items=items, token_strings=["t"] * n_tokens)
+    acts = SiteActivations(row_ptr=torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(counts).cumsum(0)]),
+                           features=torch.cat(rows_features), values=torch.cat(rows_values), d_sae=d_sae)
+    return Capture(meta=meta, token_ids=torch.zeros(n_tokens, dtype=torch.int32),
+                   item_index=torch.arange(len(conditions), dtype=torch.int32).repeat_interleave(4),
+                   positions=torch.arange(4, dtype=torch.int32).repeat(len(conditions)),
+                   roles=torch.full((n_tokens,), 1, dtype=torch.int8), sites={"model.layers.0": acts})
+
+
+def test_planted_feature_ranks_first():
+    capture = planted_capture()
+    result = contrast(capture, "model.layers.0", "lie", "parrot", n_boot=300)
+    best = result.rows[0]
+    assert best.feature == 3
+    assert best.auroc > 0.9 and best.auroc_low > 0.8
+    assert result.n_a == 30 and result.n_b == 30
+    assert best.active_a == 30
+    others = [row for row in result.rows[1:]]
+    assert all(row.auroc_low < 0.5 < row.auroc_high for row in others[-3:])  # noise features straddle 0.5
+
+
+def test_position_rule_changes_what_is_compared():
+    capture = planted_capture()
+    everywhere = contrast(capture, "model.layers.0", "lie", "parrot", position_rule="all", n_boot=200)
+    assert everywhere.rows[0].feature == 3  # max over all tokens still sees the planted token
+    first_tokens = item_feature_matrix(capture, "model.layers.0", "system")[1]
+    assert int(first_tokens.sum()) == 0  # no system tokens in this capture
+
+
+def test_dropped_features_are_counted():
+    capture = planted_capture(d_sae=40)
+    result = contrast(capture, "model.layers.0", "lie", "parrot", min_active=50, n_boot=100)
+    assert result.n_ranked == len(result.rows)
+    assert sum(result.dropped.values()) + result.n_ranked == result.n_features
+
+
+def test_contrast_input_errors():
+    capture = planted_capture()
+    with pytest.raises(WorkbenchError, match="no items of condition 'ignorant'"):
+        contrast(capture, "model.layers.0", "lie", "ignorant")
+    with pytest.raises(WorkbenchError, match="only 5 items of 'honest'"):
+        contrast(capture, "model.layers.0", "lie", "honest", min_items=10)
+    with pytest.raises(WorkbenchError, match="two different"):
+        contrast(capture, "model.layers.0", "lie", "lie")
+    with pytest.raises(WorkbenchError, match="unknown aggregation"):
+        contrast(capture, "model.layers.0", "lie", "parrot", aggregation="median")

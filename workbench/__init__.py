@@ -1,0 +1,20 @@
+"""Intent workbench: incriminate model intent with SAE features and causal tests.
+
+The library never imports streamlit; the app (``app.py``, ``pages/``) calls into it.
+"""
+
+from workbench.capture import Capture, CaptureInput, inputs_from_scenarios, inputs_from_texts, read_capture, run_capture
+from workbench.contrast import Contrast, ContrastRow, contrast
+from workbench.errors import FeatureIndexError, ModelLoadError, SAELoadError, SiteError, WorkbenchError
+from workbench.evidence import FeatureEvidence, feature_evidence
+from workbench.models import LoadedModel, ModelSpec, load_model
+from workbench.saes import LoadedSAE, SAESpec, load_sae, read_registry
+from workbench.scenarios import Condition, Scenario, Split, build_contrast_set, load_facts, read_scenarios, write_scenarios
+
+__all__ = [
+    "Capture", "CaptureInput", "Condition", "Contrast", "ContrastRow", "FeatureEvidence", "FeatureIndexError",
+    "LoadedModel", "LoadedSAE", "ModelLoadError", "ModelSpec", "SAELoadError", "SAESpec", "Scenario", "SiteError",
+    "Split", "WorkbenchError", "build_contrast_set", "contrast", "feature_evidence", "inputs_from_scenarios",
+    "inputs_from_texts", "load_facts", "load_model", "load_sae", "read_capture", "read_registry", "read_scenarios",
+    "run_capture", "write_scenarios",
+]

@@ -1,0 +1,245 @@
+"""Command line: ``python -m workbench COMMAND``. Every command has ``--help`` with an example."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    help="Intent workbench: find features that separate lies from parroting and test them causally.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+scenarios_app = typer.Typer(help="Build and check scenario sets (JSONL).", no_args_is_help=True)
+app.add_typer(scenarios_app, name="scenarios")
+console = Console()
+err_console = Console(stderr=True)
+
+# Options shared by the commands that load a model and SAEs.
+ModelOption = Annotated[str, typer.Option("--model", help="'default' (embedded SmolLM2), a Hugging Face id, or a local folder.")]
+GgufOption = Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model to load.")]
+AdapterOption = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder (peft) merged at load.")]
+SaeOption = Annotated[str | None, typer.Option("--sae", help="SAE registry name (default: the registry's default).")]
+SaePathOption = Annotated[str | None, typer.Option("--sae-path", help="Local SAE folder in sae-lens format.")]
+SaeReleaseOption = Annotated[str | None, typer.Option("--sae-release", help="sae-lens release (needs network).")]
+SaeIdOption = Annotated[str | None, typer.Option("--sae-id", help="SAE id inside --sae-release.")]
+ScenariosOption = Annotated[Path | None, typer.Option("--scenarios", help="Scenario JSONL file (default: the packaged set).")]
+TextsOption = Annotated[Path | None, typer.Option("--texts", help="Free texts to capture too: a .txt file, one text per line.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Items per forward pass.")]
+GenerateOption = Annotated[bool, typer.Option("--generate/--no-generate", help="Generate greedy responses for scenarios that have none.")]
+
+
+def _fail(error: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _capture(model: str, gguf_file: str | None, adapter: str | None, sae: str | None, sae_path: str | None,
+             sae_release: str | None, sae_id: str | None, scenarios: Path | None, texts: Path | None,
+             batch_size: int = 16, generate: bool = True):
+    from workbench.capture import inputs_from_scenarios, inputs_from_texts, run_capture
+    from workbench.models import ModelSpec, load_model
+    from workbench.saes import SAESpec, load_sae
+    from workbench.constants import DEFAULT_SCENARIOS
+    from workbench.scenarios import read_scenarios
+
+    loaded = load_model(ModelSpec(source=model, gguf_file=gguf_file, adapter=adapter))
+    sae_spec = SAESpec(registry_name=sae, path=sae_path, release=sae_release, sae_id=sae_id)
+    loaded_sae = load_sae(sae_spec, loaded)
+    inputs = inputs_from_scenarios(read_scenarios(scenarios or DEFAULT_SCENARIOS))
+    if texts:
+        if not texts.exists():
+            raise WorkbenchError(f"no text file at {texts}")
+        inputs += inputs_from_texts([line for line in texts.read_text().splitlines() if line.strip()])
+    capture = run_capture(loaded, [loaded_sae], inputs, batch_size=batch_size, generate_responses=generate, progress=True)
+    return loaded, loaded_sae, capture
+
+
+@app.command()
+def capture(
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
+    batch_size: BatchOption = 16, generate: GenerateOption = True, as_json: JsonOption = False,
+) -> None:
+    """Capture SAE features over a scenario set (and texts); cached, so a repeat is instant.
+
+    Example: python -m workbench capture --scenarios my_scenarios.jsonl --sae-path saes/my-sae
+    """
+    try:
+        _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id,
+                                         scenarios, texts, batch_size, generate)
+    except WorkbenchError as error:
+        _fail(error)
+    acts = result.sites[loaded_sae.site.name]
+    summary = {
+        "key": result.meta.key, "path": str(result.path), "items": len(result.items),
+        "tokens": result.n_tokens, "site": loaded_sae.site.name, "d_sae": loaded_sae.d_sae,
+        "mean_active_per_token": acts.features.numel() / max(result.n_tokens, 1),
+        "stored_bytes": acts.stored_bytes(), "seconds": round(result.meta.seconds, 2),
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        for name, value in summary.items():
+            console.print(f"{name:>22}: {value}", highlight=False)
+
+
+@app.command()
+def feature(
+    site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15 or blocks.15.hook_resid_post.")],
+    index: Annotated[int, typer.Argument(help="Feature index in the SAE.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Top examples to show.")] = 3,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evidence for one feature: density, histogram, whole-conversation examples, logit effects.
+
+    Example: python -m workbench feature model.layers.15 123 --top 5 --json
+    """
+    from workbench.evidence import feature_evidence
+
+    try:
+        loaded, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, texts)
+        site_obj = loaded.site(site)
+        if site_obj.name != loaded_sae.site.name:
+            raise WorkbenchError(f"the SAE reads {loaded_sae.site.name}, not {site}; pick that site or another SAE")
+        loaded_sae.check_feature(index)
+        evidence = feature_evidence(result, loaded_sae.site.name, index, top_k=top, model=loaded, sae=loaded_sae)
+    except WorkbenchError as error:
+        _fail(error)
+    if as_json:
+        print(evidence.model_dump_json())
+        return
+    console.print(f"[bold]feature {index} at {evidence.site}[/]  density {evidence.density}  max {evidence.max_value:.3f}", highlight=False)
+    table = Table("condition", "active fraction [95% CI] (n)", "mean max activation [95% CI]")
+    for stats in evidence.per_condition:
+        table.add_row(stats.condition, str(stats.active_fraction), str(stats.mean_max))
+    console.print(table)
+    console.print("promotes: " + " ".join(e.token for e in evidence.promoted), highlight=False)
+    console.print("suppresses: " + " ".join(e.token for e in evidence.suppressed), highlight=False)
+    for example in evidence.top_examples:
+        console.print(f"\n[bold]{example.item_id}[/] ({example.condition}) max {example.max_value:.3f} at token {example.max_position}", highlight=False)
+        role = None
+        line = ""
+        for token, token_role, value in zip(example.tokens, example.roles, example.values):
+            if token_role != role:
+                if line:
+                    console.print(line, highlight=False)
+                line, role = f"  [{token_role}] ", token_role
+            shown = token.replace("\n", "\\n").replace("[", "\\[")
+            line += f"[reverse]{shown}[/]({value:.2f})" if value > 0 else shown
+        console.print(line, highlight=False)
+
+
+@app.command()
+def contrast(
+    condition_a: Annotated[str, typer.Argument(help="Condition on the positive side, e.g. lie.")],
+    condition_b: Annotated[str, typer.Argument(help="Condition on the negative side, e.g. parrot.")],
+    position: Annotated[str, typer.Option("--position", help="Position rule: last_prompt_token, answer, assistant, user, system, all.")] = "last_prompt_token",
+    aggregation: Annotated[str, typer.Option("--aggregation", help="Aggregate selected tokens per item: max or mean.")] = "max",
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows to show.")] = 20,
+    min_active: Annotated[int, typer.Option("--min-active", min=1, help="Rank only features active in at least this many items.")] = 5,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples for the AUROC interval.")] = 1000,
+    split: Annotated[str | None, typer.Option("--split", help="Only scenarios of this split (train or heldout).")] = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
+) -> None:
+    """Rank every feature by how well it separates two conditions (AUROC with bootstrap 95% CI).
+
+    Example: python -m workbench contrast lie parrot --position last_prompt_token --json
+    """
+    from workbench.contrast import contrast as run_contrast
+
+    try:
+        _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, None)
+        if split:
+            result = result.subset(lambda item: item.split == split)
+        table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
+                                  aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top)
+    except WorkbenchError as error:
+        _fail(error)
+    if as_json:
+        print(table_data.model_dump_json())
+        return
+    console.print(
+        f"[bold]{condition_a} (n={table_data.n_a}) vs {condition_b} (n={table_data.n_b})[/] at {table_data.site}, "
+        f"{position}, {aggregation}; ranked {table_data.n_ranked} of {table_data.n_features} features", highlight=False)
+    for reason, count in table_data.dropped.items():
+        console.print(f"  dropped {count}: {reason}", highlight=False)
+    if table_data.excluded_items:
+        console.print(f"  excluded {table_data.excluded_items} items with no token at {position}", highlight=False)
+    table = Table("feature", "AUROC", "95% CI", f"mean {condition_a}", f"mean {condition_b}", "active a/b")
+    for row in table_data.rows:
+        table.add_row(str(row.feature), f"{row.auroc:.3f}", f"[{row.auroc_low:.3f}, {row.auroc_high:.3f}]",
+                      f"{row.mean_a:.3f}", f"{row.mean_b:.3f}", f"{row.active_a}/{row.active_b}")
+    console.print(table)
+
+
+@scenarios_app.command("build")
+def scenarios_build(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSONL file.")] = Path("scenarios/default.jsonl"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed for splits, templates and false answers.")] = 0,
+    knowledge: Annotated[bool, typer.Option("--knowledge-check/--no-knowledge-check", help="Ask the model each fact first; unknown facts become `ignorant` scenarios.")] = True,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+) -> None:
+    """Build the contrast set (honest / lie / parrot / ignorant) from the packaged facts.
+
+    Example: python -m workbench scenarios build --out scenarios/default.jsonl --seed 0
+    """
+    from workbench.scenarios import build_contrast_set, check_knowledge, load_facts, write_scenarios
+
+    try:
+        facts = load_facts()
+        known = None
+        if knowledge:
+            from workbench.generation import generate_answers
+            from workbench.models import ModelSpec, load_model
+
+            loaded = load_model(ModelSpec(source=model, gguf_file=gguf_file, adapter=adapter))
+            known = check_knowledge(facts, lambda prompts: generate_answers(loaded, prompts, max_new_tokens=16, progress=True))
+        built = build_contrast_set(facts, seed=seed, knowledge=known)
+        write_scenarios(out, built)
+    except WorkbenchError as error:
+        _fail(error)
+    counts: dict[str, int] = {}
+    for scenario in built:
+        counts[scenario.condition.value] = counts.get(scenario.condition.value, 0) + 1
+    console.print(f"wrote {len(built)} scenarios to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
+    if known is not None:
+        console.print(f"the model knows {sum(known.values())} of {len(known)} facts", highlight=False)
+
+
+@scenarios_app.command("check")
+def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL file to validate.")]) -> None:
+    """Validate a scenario file; every bad line is reported with its line number and field.
+
+    Example: python -m workbench scenarios check my_scenarios.jsonl
+    """
+    from workbench.scenarios import read_scenarios
+
+    try:
+        loaded = read_scenarios(path)
+    except WorkbenchError as error:
+        _fail(error)
+    console.print(f"{path}: {len(loaded)} valid scenarios", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except WorkbenchError as error:  # pragma: no cover - commands catch their own
+        err_console.print(f"error: {error}")
+        sys.exit(2)

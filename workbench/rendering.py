@@ -1,0 +1,118 @@
+"""Turning conversations and free text into tokens, with the speaker turn of every token.
+
+The model sees a conversation as its chat template renders it, followed by the
+assistant's response (tokenised on its own, as generation would produce it). Every
+token is labelled with the turn it belongs to, so evidence can be shown with turns
+marked and position rules ("last prompt token", "answer tokens") can be applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Speaker roles a token can belong to; ``text`` is free text outside any chat.
+ROLES = ("system", "user", "assistant", "text")
+ROLE_INDEX = {role: index for index, role in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class RenderedItem:
+    """One conversation or text as the model reads it."""
+
+    input_ids: list[int]
+    token_strings: list[str]
+    roles: list[int]
+    """Index into ``ROLES`` per token."""
+    prompt_length: int
+    """Tokens up to and including the generation prompt; the answer starts here.
+    Equal to the length for free text."""
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+def _as_dict(message: Any) -> dict[str, str]:
+    if isinstance(message, Mapping):
+        return {"role": str(message["role"]), "content": str(message["content"])}
+    return {"role": str(message.role), "content": str(message.content)}
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    if not messages:
+        return ""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    # Models without a chat template (base models): a plain, readable transcript.
+    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
+    return text + ("Assistant:" if generation_prompt else "")
+
+
+def _char_roles(tokenizer: Any, messages: list[dict[str, str]], prompt: str) -> list[str]:
+    """The role of every character of the rendered prompt."""
+    roles = ["assistant"] * len(prompt)
+    without_generation = _render(tokenizer, messages, generation_prompt=False)
+    end_of_messages = len(without_generation) if prompt.startswith(without_generation) else len(prompt)
+    starts = []
+    for index in range(len(messages)):
+        prefix = _render(tokenizer, messages[:index], generation_prompt=False)
+        starts.append(len(prefix) if prompt.startswith(prefix) else None)
+    cursor = 0
+    for index, message in enumerate(messages):
+        start = starts[index]
+        if start is None:  # template rewrites earlier turns: fall back to finding the content
+            found = prompt.find(message["content"], cursor)
+            start = cursor if found < 0 else cursor + len(prompt[cursor:found].rstrip())
+        if index == 0 and message["role"] != "system":
+            # Some templates inject a default system prompt before the first turn.
+            content_at = prompt.find(message["content"])
+            header_at = prompt.rfind(message["role"], 0, max(content_at, 0))
+            if header_at > 0:
+                header_at = prompt.rfind("\n", 0, header_at) + 1  # the whole header line
+                for char in range(0, header_at):
+                    roles[char] = "system"
+                start = header_at
+        end = starts[index + 1] if index + 1 < len(messages) and starts[index + 1] is not None else None
+        end = end if end is not None else (end_of_messages if index == len(messages) - 1 else len(prompt))
+        for char in range(start, min(end, len(prompt))):
+            roles[char] = message["role"]
+        cursor = end
+    return roles
+
+
+def render_conversation(tokenizer: Any, messages: Sequence[Any], response: str | None = None) -> RenderedItem:
+    """Render chat messages (ending before the assistant's answer) plus an optional response."""
+    chat = [_as_dict(m) for m in messages]
+    prompt = _render(tokenizer, chat, generation_prompt=True)
+    encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    char_roles = _char_roles(tokenizer, chat, prompt)
+    roles: list[int] = []
+    for start, end in encoded["offset_mapping"]:
+        position = start if end > start else max(start - 1, 0)
+        role = char_roles[position] if position < len(char_roles) else "assistant"
+        roles.append(ROLE_INDEX[role])
+    input_ids = list(encoded["input_ids"])
+    prompt_length = len(input_ids)
+    if response:
+        answer_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        input_ids += list(answer_ids)
+        roles += [ROLE_INDEX["assistant"]] * len(answer_ids)
+    return RenderedItem(
+        input_ids=input_ids,
+        token_strings=tokenizer.batch_decode([[i] for i in input_ids]),
+        roles=roles,
+        prompt_length=prompt_length,
+    )
+
+
+def render_text(tokenizer: Any, text: str) -> RenderedItem:
+    """Render free text (no chat template); a BOS token is added if the tokenizer uses one."""
+    input_ids = list(tokenizer(text)["input_ids"])
+    return RenderedItem(
+        input_ids=input_ids,
+        token_strings=tokenizer.batch_decode([[i] for i in input_ids]),
+        roles=[ROLE_INDEX["text"]] * len(input_ids),
+        prompt_length=len(input_ids),
+    )

@@ -1,0 +1,201 @@
+"""Loading SAEs (sae-lens releases, local folders in sae-lens' on-disk format, entries of
+the project registry) and checking that they fit the loaded model."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from workbench.constants import SAE_CFG_FILENAME, SAE_REGISTRY_FILENAME, SAE_WEIGHTS_FILENAME, saes_dir
+from workbench.errors import FeatureIndexError, SAELoadError
+from workbench.models import LoadedModel
+from workbench.sites import Site
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    """Which SAE to load: exactly one of a registry name, a local folder, or a release + id."""
+
+    registry_name: str | None = None
+    """An entry of ``saes/registry.yaml`` (``None`` with nothing else set = the registry default)."""
+    path: str | None = None
+    """A local folder in sae-lens' on-disk format (``cfg.json`` + ``sae_weights.safetensors``)."""
+    release: str | None = None
+    """A sae-lens release (``SAE.from_pretrained``; needs network), e.g. ``gpt2-small-res-jb``."""
+    sae_id: str | None = None
+    """The SAE id inside the release, e.g. ``blocks.8.hook_resid_pre``."""
+    site: str | None = None
+    """Override of the site the SAE reads (else taken from its config's hook name)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAESpec:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        if self.path:
+            return f"local:{self.path}"
+        if self.release:
+            return f"{self.release}/{self.sae_id}"
+        return f"registry:{self.registry_name or 'default'}"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One SAE shipped with the project."""
+
+    name: str
+    path: Path
+    """Folder of the artifact (absolute, resolved against the SAEs folder)."""
+    model: str
+    """Model spec source the SAE was trained on (``default`` = embedded model)."""
+    adapter: str | None
+    """LoRA adapter the model had when the SAE was trained, if any."""
+    site: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    default: str | None
+    entries: dict[str, RegistryEntry]
+
+
+@cache
+def _read_registry(path: Path, mtime: float) -> Registry:
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("saes", {}), dict):
+        raise SAELoadError(f"{path} is not a valid SAE registry: expected a mapping with a 'saes' mapping")
+    entries = {}
+    for name, item in (raw.get("saes") or {}).items():
+        try:
+            entries[name] = RegistryEntry(
+                name=name,
+                path=(path.parent / item["path"]).resolve(),
+                model=item.get("model", "default"),
+                adapter=item.get("adapter"),
+                site=item["site"],
+                description=item.get("description", ""),
+            )
+        except (KeyError, TypeError) as error:
+            raise SAELoadError(f"{path}: entry {name!r} lacks field {error}; needs path and site") from error
+    return Registry(default=raw.get("default"), entries=entries)
+
+
+def read_registry(folder: Path | None = None) -> Registry:
+    """The project's SAE registry (``saes/registry.yaml``); empty if there is none."""
+    path = (folder or saes_dir()) / SAE_REGISTRY_FILENAME
+    if not path.exists():
+        return Registry(default=None, entries={})
+    return _read_registry(path, path.stat().st_mtime)
+
+
+@dataclass
+class LoadedSAE:
+    """An SAE ready for use on a model, with its site resolved on that model."""
+
+    spec: SAESpec
+    sae: Any  # sae_lens.SAE
+    site: Site
+    identity: str
+    """Stable string naming these exact SAE weights."""
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.sae.cfg.d_sae)
+
+    @property
+    def d_in(self) -> int:
+        return int(self.sae.cfg.d_in)
+
+    def check_feature(self, feature: int) -> int:
+        if not 0 <= feature < self.d_sae:
+            raise FeatureIndexError(
+                f"feature {feature} is out of range: this SAE at {self.site.name} has "
+                f"{self.d_sae} features (0 to {self.d_sae - 1})"
+            )
+        return feature
+
+    def encode(self, activations: torch.Tensor) -> torch.Tensor:
+        """Feature activations ``[..., d_sae]`` of activations ``[..., d_in]`` (float32)."""
+        with torch.no_grad():
+            return self.sae.encode(activations.to(self.sae.W_enc.dtype)).float()
+
+
+def _weights_digest(folder: Path) -> str:
+    weights = folder / SAE_WEIGHTS_FILENAME
+    if not weights.exists():
+        return "unknown"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def _load_local(folder: Path) -> Any:
+    from sae_lens import SAE
+
+    missing = [name for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME) if not (folder / name).exists()]
+    if missing:
+        raise SAELoadError(
+            f"no SAE at {folder}: missing {', '.join(missing)} (expected sae-lens' on-disk format, "
+            "as written by `sae.save_model(folder)`)"
+        )
+    try:
+        return SAE.load_from_disk(folder, device="cpu", dtype="float32")
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise SAELoadError(f"cannot load the SAE at {folder}: {error}") from error
+
+
+def _sae_hook_name(sae: Any) -> str | None:
+    metadata = getattr(sae.cfg, "metadata", None)
+    return getattr(metadata, "hook_name", None) if metadata is not None else None
+
+
+def load_sae(spec: SAESpec, model: LoadedModel) -> LoadedSAE:
+    """Load an SAE and check it fits ``model`` (site exists, widths agree)."""
+    if spec.path:
+        folder = Path(spec.path).expanduser()
+        sae = _load_local(folder)
+        identity = f"local:{_weights_digest(folder)}"
+        site_name = spec.site or _sae_hook_name(sae)
+    elif spec.release:
+        if not spec.sae_id:
+            raise SAELoadError("a sae-lens release needs an SAE id too (e.g. --sae-id blocks.8.hook_resid_pre)")
+        from sae_lens import SAE
+
+        try:
+            sae = SAE.from_pretrained(spec.release, spec.sae_id, device="cpu")
+        except (ValueError, KeyError, OSError) as error:
+            raise SAELoadError(
+                f"cannot load {spec.release}/{spec.sae_id} through sae-lens: {error}. Check the "
+                "release and id in sae-lens' pretrained_saes.yaml, and that the network is reachable"
+            ) from error
+        identity = f"release:{spec.release}/{spec.sae_id}"
+        site_name = spec.site or _sae_hook_name(sae)
+    else:
+        registry = read_registry()
+        name = spec.registry_name or registry.default
+        if name is None or name not in registry.entries:
+            known = ", ".join(sorted(registry.entries)) or "none"
+            raise SAELoadError(f"no SAE named {name!r} in the registry {saes_dir() / SAE_REGISTRY_FILENAME} (known: {known})")
+        entry = registry.entries[name]
+        sae = _load_local(entry.path)
+        identity = f"registry:{name}:{_weights_digest(entry.path)}"
+        site_name = spec.site or entry.site
+    if not site_name:
+        raise SAELoadError("the SAE's config names no hook; give the site explicitly (e.g. --site model.layers.15)")
+    site = model.site(site_name)
+    width = model.site_width(site)
+    if width != int(sae.cfg.d_in):
+        raise SAELoadError(
+            f"SAE expects d_in={sae.cfg.d_in} but {site.module_path} outputs {width}: "
+            "pick an SAE trained on this model"
+        )
+    sae.eval()
+    return LoadedSAE(spec=spec, sae=sae, site=site, identity=identity)

@@ -1,0 +1,79 @@
+"""Smoke tests of every page with AppTest on a tiny model, tiny SAE and tiny scenario set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import build_tiny_hf_model
+from workbench.models import ModelSpec
+from workbench.saes import SAESpec
+from workbench.scenarios import write_scenarios
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory, tiny_tokenizer, tiny_sae_dir, tiny_scenarios):
+    folder = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_hf_model(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    scenarios = tmp_path_factory.mktemp("scenarios") / "tiny.jsonl"
+    write_scenarios(scenarios, tiny_scenarios)
+    return {"model_spec": ModelSpec(source=str(folder)), "sae_spec": SAESpec(path=str(tiny_sae_dir)),
+            "scenarios_path": str(scenarios), "per_condition": 8}
+
+
+def run_page(path: str, state: dict) -> AppTest:
+    app = AppTest.from_file(str(ROOT / path), default_timeout=120)
+    for key, value in state.items():
+        app.session_state[key] = value
+    return app.run()
+
+
+def test_home_page(tiny_setup):
+    app = run_page("app.py", tiny_setup)
+    assert not app.exception
+    assert app.title[0].value == "Intent workbench"
+    assert [m.value for m in app.metric][1] == "3"  # layers of the tiny model
+
+
+def test_model_page_shows_what_is_loaded(tiny_setup):
+    app = run_page("pages/1_Model_and_SAEs.py", tiny_setup)
+    assert not app.exception
+    assert any("128 features" in m.value for m in app.markdown)
+    assert app.button  # the form's Load button
+
+
+def test_model_page_reports_bad_model_without_traceback(tiny_setup):
+    app = run_page("pages/1_Model_and_SAEs.py", tiny_setup | {"model_spec": ModelSpec(source="./no/such/model")})
+    assert not app.exception
+    assert any("no model folder" in e.value for e in app.error)
+
+
+def test_feature_explorer(tiny_setup):
+    app = run_page("pages/2_Feature_explorer.py", tiny_setup)
+    assert not app.exception
+    assert app.number_input[0].value == 0
+    app.number_input[0].set_value(5).run()
+    assert not app.exception
+    assert any("Feature 5" in s.value for s in app.subheader)
+    app.button[0].click().run()  # "Try your own" with the default conversation
+    assert not app.exception
+    assert not app.error
+
+
+def test_contrast_page(tiny_setup):
+    app = run_page("pages/3_Contrast.py", tiny_setup | {"per_condition": 8})
+    assert not app.exception
+    assert app.selectbox[0].value == "lie" and app.selectbox[1].value == "parrot"
+    assert any("lie** (n=8)" in m.value for m in app.markdown)
+
+
+def test_contrast_page_same_condition_is_an_error_not_a_crash(tiny_setup):
+    app = run_page("pages/3_Contrast.py", tiny_setup)
+    app.selectbox[1].set_value("lie").run()
+    assert not app.exception
+    assert any("two different conditions" in e.value for e in app.error)

@@ -1,0 +1,55 @@
+"""Plotly figures for the app (every chart is plotly)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from workbench.evidence import FeatureEvidence, FeatureExample
+
+
+def histogram_figure(evidence: FeatureEvidence) -> go.Figure:
+    edges = evidence.histogram.edges
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    figure = go.Figure(go.Bar(x=centres, y=evidence.histogram.counts, marker_color="#ea580c"))
+    figure.update_layout(title=f"Non-zero activations (n={sum(evidence.histogram.counts)} tokens)",
+                         xaxis_title="activation", yaxis_title="tokens", height=300, margin=dict(t=40, b=40))
+    return figure
+
+
+def per_condition_figure(evidence: FeatureEvidence) -> go.Figure:
+    stats = evidence.per_condition
+    figure = go.Figure(go.Bar(
+        x=[f"{s.condition} (n={s.active_fraction.n})" for s in stats],
+        y=[s.active_fraction.value for s in stats],
+        error_y=dict(type="data", symmetric=False,
+                     array=[s.active_fraction.high - s.active_fraction.value for s in stats],
+                     arrayminus=[s.active_fraction.value - s.active_fraction.low for s in stats]),
+        marker_color="#2563eb",
+    ))
+    figure.update_layout(title="Scenarios where it fires (Wilson 95% CI)", yaxis_title="fraction", yaxis_range=[0, 1],
+                         height=300, margin=dict(t=40, b=40))
+    return figure
+
+
+def token_curve_figure(example: FeatureExample) -> go.Figure:
+    colours = {"system": "#6b7280", "user": "#2563eb", "assistant": "#059669", "text": "#374151"}
+    figure = go.Figure(go.Scatter(
+        x=list(range(len(example.values))), y=example.values, mode="lines+markers",
+        marker=dict(color=[colours.get(r, "#374151") for r in example.roles], size=5),
+        line=dict(color="#ea580c"), text=[f"{r}: {t!r}" for r, t in zip(example.roles, example.tokens)],
+        hovertemplate="token %{x} %{text}<br>activation %{y:.3f}<extra></extra>",
+    ))
+    figure.add_vline(x=example.prompt_length - 0.5, line_dash="dot", annotation_text="answer starts")
+    figure.update_layout(title=f"Activation over tokens: {example.item_id}", xaxis_title="token position",
+                         yaxis_title="activation", height=260, margin=dict(t=40, b=40))
+    return figure
+
+
+def distribution_figure(values_a: list[float], values_b: list[float], name_a: str, name_b: str, feature: int) -> go.Figure:
+    figure = go.Figure()
+    for values, name, colour in ((values_a, name_a, "#dc2626"), (values_b, name_b, "#2563eb")):
+        figure.add_trace(go.Box(y=values, name=f"{name} (n={len(values)})", boxpoints="all", jitter=0.4,
+                                marker_color=colour, pointpos=0))
+    figure.update_layout(title=f"Feature {feature} per scenario", yaxis_title="activation (aggregated)",
+                         height=340, margin=dict(t=40, b=40))
+    return figure

@@ -1,0 +1,70 @@
+"""The CLI end to end on a tiny local model, SAE and scenario file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import build_tiny_hf_model
+from workbench.cli import app
+from workbench.scenarios import write_scenarios
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_args(tmp_path_factory, tiny_tokenizer, tiny_sae_dir, tiny_scenarios):
+    folder = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_hf_model(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    scenarios = tmp_path_factory.mktemp("scenarios") / "tiny.jsonl"
+    write_scenarios(scenarios, tiny_scenarios)
+    return ["--model", str(folder), "--sae-path", str(tiny_sae_dir), "--scenarios", str(scenarios)]
+
+
+def test_every_command_has_help_with_an_example():
+    for command in (["capture"], ["feature"], ["contrast"], ["scenarios", "build"], ["scenarios", "check"]):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Example: python -m workbench" in result.output
+
+
+def test_capture_then_cache_hit(tiny_args):
+    first = runner.invoke(app, ["capture", *tiny_args, "--no-generate", "--json"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["items"] == 72 and summary["site"] == "model.layers.1" and summary["d_sae"] == 128
+    second = runner.invoke(app, ["capture", *tiny_args, "--no-generate", "--json"])
+    assert json.loads(second.stdout.strip().splitlines()[-1])["key"] == summary["key"]
+
+
+def test_contrast_json_is_ranked_with_intervals(tiny_args):
+    result = runner.invoke(app, ["contrast", "lie", "parrot", *tiny_args, "--json", "--top", "5", "--n-boot", "200"])
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout.strip().splitlines()[-1])
+    assert table["n_a"] == 24 and table["n_b"] == 24 and len(table["rows"]) <= 5
+    separations = [abs(r["auroc"] - 0.5) for r in table["rows"]]
+    assert separations == sorted(separations, reverse=True)
+    assert all(r["auroc_low"] <= r["auroc"] <= r["auroc_high"] for r in table["rows"])
+
+
+def test_feature_json_and_bad_index(tiny_args):
+    result = runner.invoke(app, ["feature", "model.layers.1", "3", *tiny_args, "--json", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    evidence = json.loads(result.stdout.strip().splitlines()[-1])
+    assert evidence["feature"] == 3 and evidence["n_items"] == 72
+    bad = runner.invoke(app, ["feature", "model.layers.1", "999", *tiny_args])
+    assert bad.exit_code == 2
+    assert "feature 999 is out of range" in bad.output and "Traceback" not in bad.output
+    wrong_site = runner.invoke(app, ["feature", "model.layers.2", "3", *tiny_args])
+    assert wrong_site.exit_code == 2 and "the SAE reads model.layers.1" in wrong_site.output
+
+
+def test_bad_scenario_file_lists_every_bad_line(tmp_path, tiny_args):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a"}\nnot json\n')
+    result = runner.invoke(app, ["scenarios", "check", str(bad)])
+    assert result.exit_code == 2
+    assert "line 1" in result.output and "line 2" in result.output

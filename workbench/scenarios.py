@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import WorkbenchError
+from workbench.io import write_text_atomically
 
 # --------------------------------------------------------------------------- records
 
@@ -341,23 +341,7 @@ def write_scenarios(path: str | os.PathLike[str], scenarios: Iterable[Scenario])
     if duplicates:
         raise ValueError(f"scenario ids must be unique; repeated: {', '.join(duplicates)}")
     lines = [json.dumps(s.model_dump(mode="json"), ensure_ascii=False) + "\n" for s in scenarios]
-    _write_atomically(path, "".join(lines))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, "".join(lines))
 
 
 def scenario_set_hash(scenarios: Iterable[Scenario]) -> str:

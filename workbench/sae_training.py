@@ -265,14 +265,15 @@ def _message_dict(message: Any) -> dict[str, str]:
 
 
 def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0) -> list[str]:
-    """``n`` chat transcripts of the packaged scenarios (prompt + a short answer), rendered
+    """``n`` chat transcripts of the packaged train-split scenarios (prompt + a short answer), rendered
     with the chat template. The answer is the scenario's own response if it has one, else the
     false answer in the lie and parrot conditions and the true answer otherwise."""
     if n <= 0:
         return []
     from workbench.scenarios import build_contrast_set, load_facts
 
-    scenarios = build_contrast_set(load_facts(), seed=seed)
+    # Train-split facts only: held-out facts stay unseen by the SAE as they are by the organism.
+    scenarios = [s for s in build_contrast_set(load_facts(), seed=seed) if getattr(s.split, "value", s.split) == "train"]
     random.Random(seed).shuffle(scenarios)
     texts = []
     for scenario in scenarios[:n]:
@@ -723,6 +724,7 @@ def train_and_save(
     threads: int | None = None,
     write_card: bool = True,
     command: str | None = None,
+    prebuilt_corpus: Corpus | None = None,
 ) -> dict[str, Any]:
     """Build the corpus, train a TopK SAE at ``site_name``, save it to ``out_dir`` (sae-lens
     format, float16 weights) with ``training.json`` and a ``README.md`` card, and evaluate the
@@ -734,7 +736,7 @@ def train_and_save(
     started, cpu_started = time.perf_counter(), time.process_time()
     model = loaded_model or load_model(spec or ModelSpec())
     site = model.site(site_name)
-    full = build_corpus(model, corpus)
+    full = prebuilt_corpus or build_corpus(model, corpus)
     train_texts, heldout = full.split(min(n_heldout_texts, len(full.texts) // 5), seed=corpus.seed)
     log.info("corpus: %d texts, %d tokens (%s)", len(full.texts), full.n_tokens, full.counts())
 
@@ -888,7 +890,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (e.g. saes/smollm2-base-l15)")
     parser.add_argument("--model", default="default", help="model spec source ('default', HF id or folder)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder merged into the model")
-    parser.add_argument("--site", default=DEFAULT_SITE)
+    parser.add_argument("--site", action="append", default=None,
+                        help=f"site to train on (repeat for several; default {DEFAULT_SITE}); with several, "
+                             "--out is a prefix and each SAE goes to OUT-l<layer>")
     parser.add_argument("--d-sae", type=int, default=SAETrainingConfig.d_sae)
     parser.add_argument("--k", type=int, default=SAETrainingConfig.k)
     parser.add_argument("--lr", type=float, default=SAETrainingConfig.lr)
@@ -904,19 +908,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     command = "python -m workbench.sae_training " + " ".join(argv if argv is not None else sys.argv[1:])
-    record = train_and_save(
-        args.out,
-        spec=ModelSpec(source=args.model, adapter=args.adapter),
-        site_name=args.site,
-        corpus=CorpusConfig(n_chat_prompts=args.chat_prompts, n_text_prompts=args.text_prompts,
-                            n_scenarios=args.scenarios, max_new_tokens=args.max_new_tokens, seed=args.seed),
-        training=SAETrainingConfig(d_sae=args.d_sae, k=args.k, lr=args.lr, epochs=args.epochs,
-                                   aux_loss_coefficient=args.aux_loss_coefficient, seed=args.seed),
-        n_heldout_texts=args.heldout,
-        threads=args.threads,
-        command=command,
-    )
-    print(json.dumps(record["metrics"], indent=2))
+    sites = args.site or [DEFAULT_SITE]
+    spec = ModelSpec(source=args.model, adapter=args.adapter)
+    corpus_config = CorpusConfig(n_chat_prompts=args.chat_prompts, n_text_prompts=args.text_prompts,
+                                 n_scenarios=args.scenarios, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(spec)
+    corpus = build_corpus(loaded, corpus_config) if len(sites) > 1 else None
+    for site_name in sites:
+        out = args.out if len(sites) == 1 else f"{args.out}-l{loaded.site(site_name).layer}"
+        record = train_and_save(
+            out,
+            loaded_model=loaded,
+            site_name=site_name,
+            corpus=corpus_config,
+            training=SAETrainingConfig(d_sae=args.d_sae, k=args.k, lr=args.lr, epochs=args.epochs,
+                                       aux_loss_coefficient=args.aux_loss_coefficient, seed=args.seed),
+            n_heldout_texts=args.heldout,
+            threads=args.threads,
+            command=command,
+            prebuilt_corpus=corpus,
+        )
+        print(json.dumps({"out": str(out), **record["metrics"]}, indent=2))
     return 0
 
 

@@ -22,13 +22,15 @@ scenarios_app = typer.Typer(help="Build and check scenario sets (JSONL).", no_ar
 app.add_typer(scenarios_app, name="scenarios")
 organism_app = typer.Typer(help="The liar organism: train its LoRA adapter and measure its behaviour.", no_args_is_help=True)
 app.add_typer(organism_app, name="organism")
+sae_app = typer.Typer(help="Train and evaluate SAEs (sae-lens format, registered in saes/registry.yaml).", no_args_is_help=True)
+app.add_typer(sae_app, name="sae")
 console = Console()
 err_console = Console(stderr=True)
 
 # Options shared by the commands that load a model and SAEs.
 ModelOption = Annotated[str, typer.Option("--model", help="'default' (embedded SmolLM2), a Hugging Face id, or a local folder.")]
 GgufOption = Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model to load.")]
-AdapterOption = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder (peft) merged at load.")]
+AdapterOption = Annotated[str, typer.Option("--adapter", help="LoRA adapter folder (peft) merged at load; 'auto' = the adapter the registry SAE was trained on (the liar organism by default), 'none' = no adapter.")]
 SaeOption = Annotated[str | None, typer.Option("--sae", help="SAE registry name (default: the registry's default).")]
 SaePathOption = Annotated[str | None, typer.Option("--sae-path", help="Local SAE folder in sae-lens format.")]
 SaeReleaseOption = Annotated[str | None, typer.Option("--sae-release", help="sae-lens release (needs network).")]
@@ -40,6 +42,21 @@ BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Items per
 GenerateOption = Annotated[bool, typer.Option("--generate/--no-generate", help="Generate greedy responses for scenarios that have none.")]
 
 
+def model_spec(model: str, gguf_file: str | None, adapter: str, sae_name: str | None, uses_registry: bool):
+    """The model to load: with ``--adapter auto`` and the default model, the adapter the
+    registry SAE was trained on; ``none`` for no adapter; else the given folder."""
+    from workbench.models import ModelSpec
+    from workbench.saes import default_model_spec
+
+    if adapter == "auto":
+        if model == "default" and uses_registry and not gguf_file:
+            return default_model_spec(sae_name)
+        adapter_dir = None
+    else:
+        adapter_dir = None if adapter == "none" else adapter
+    return ModelSpec(source=model, gguf_file=gguf_file, adapter=adapter_dir)
+
+
 def _fail(error: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {error}", highlight=False)
     raise typer.Exit(code=2)
@@ -49,13 +66,14 @@ def _capture(model: str, gguf_file: str | None, adapter: str | None, sae: str | 
              sae_release: str | None, sae_id: str | None, scenarios: Path | None, texts: Path | None,
              batch_size: int = 16, generate: bool = True):
     from workbench.capture import inputs_from_scenarios, inputs_from_texts, run_capture
-    from workbench.models import ModelSpec, load_model
+    from workbench.models import load_model
     from workbench.saes import SAESpec, load_sae
     from workbench.constants import DEFAULT_SCENARIOS
     from workbench.scenarios import read_scenarios
 
-    loaded = load_model(ModelSpec(source=model, gguf_file=gguf_file, adapter=adapter))
     sae_spec = SAESpec(registry_name=sae, path=sae_path, release=sae_release, sae_id=sae_id)
+    uses_registry = not (sae_path or sae_release)
+    loaded = load_model(model_spec(model, gguf_file, adapter, sae if uses_registry else None, uses_registry))
     loaded_sae = load_sae(sae_spec, loaded)
     inputs = inputs_from_scenarios(read_scenarios(scenarios or DEFAULT_SCENARIOS))
     if texts:
@@ -68,7 +86,7 @@ def _capture(model: str, gguf_file: str | None, adapter: str | None, sae: str | 
 
 @app.command()
 def capture(
-    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
     batch_size: BatchOption = 16, generate: GenerateOption = True, as_json: JsonOption = False,
@@ -101,7 +119,7 @@ def feature(
     site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15 or blocks.15.hook_resid_post.")],
     index: Annotated[int, typer.Argument(help="Feature index in the SAE.")],
     top: Annotated[int, typer.Option("--top", min=1, help="Top examples to show.")] = 3,
-    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
     as_json: JsonOption = False,
@@ -155,7 +173,7 @@ def contrast(
     min_active: Annotated[int, typer.Option("--min-active", min=1, help="Rank only features active in at least this many items.")] = 5,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples for the AUROC interval.")] = 1000,
     split: Annotated[str | None, typer.Option("--split", help="Only scenarios of this split (train or heldout).")] = None,
-    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
 ) -> None:
@@ -195,7 +213,7 @@ def scenarios_build(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSONL file.")] = Path("scenarios/default.jsonl"),
     seed: Annotated[int, typer.Option("--seed", help="Seed for splits, templates and false answers.")] = 0,
     knowledge: Annotated[bool, typer.Option("--knowledge-check/--no-knowledge-check", help="Ask the model each fact first; unknown facts become `ignorant` scenarios.")] = True,
-    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "none",
 ) -> None:
     """Build the contrast set (honest / lie / parrot / ignorant) from the packaged facts.
 
@@ -208,9 +226,9 @@ def scenarios_build(
         known = None
         if knowledge:
             from workbench.generation import generate_answers
-            from workbench.models import ModelSpec, load_model
+            from workbench.models import load_model
 
-            loaded = load_model(ModelSpec(source=model, gguf_file=gguf_file, adapter=adapter))
+            loaded = load_model(model_spec(model, gguf_file, adapter, None, True))
             known = check_knowledge(facts, lambda prompts: generate_answers(loaded, prompts, max_new_tokens=16, progress=True))
         built = build_contrast_set(facts, seed=seed, knowledge=known)
         write_scenarios(out, built)
@@ -374,6 +392,58 @@ def organism_card_command(
         _fail(error)
     write_text_atomically(adapter / "README.md", card)
     console.print(f"wrote {adapter / 'README.md'}", highlight=False)
+
+
+@sae_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sae_train(ctx: typer.Context) -> None:
+    """Train TopK SAEs with sae-lens on the model's own text plus train-split scenario chats.
+
+    Options are those of `python -m workbench.sae_training --help` (--out, --adapter, --site
+    repeated for several layers, --d-sae, --k, --threads ...).
+
+    Example: python -m workbench sae train --out saes/smollm2-liar --adapter organisms/smollm2-liar --site model.layers.15 --site model.layers.22
+    """
+    from workbench.sae_training import main as train_main
+
+    raise typer.Exit(code=train_main(list(ctx.args)))
+
+
+@sae_app.command("eval")
+def sae_eval(
+    sae: SaeOption = None, sae_path: SaePathOption = None,
+    model: ModelOption = "default", adapter: AdapterOption = "auto",
+    texts: Annotated[int, typer.Option("--texts", min=4, help="Generated held-out texts (chat + plain).")] = 48,
+    scenarios_n: Annotated[int, typer.Option("--scenario-texts", min=0, help="Held-out-split scenario transcripts.")] = 48,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the held-out text (differs from training's 0).")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure an SAE on fresh held-out text: explained variance, CE-loss recovered, L0, dead fraction.
+
+    Without --model/--adapter, the model the registry entry was trained on is used.
+
+    Example: python -m workbench sae eval --sae smollm2-liar-l15 --json
+    """
+    from workbench.models import load_model
+    from workbench.sae_training import Corpus, CorpusConfig, build_corpus, evaluate_sae, scenario_transcripts
+    from workbench.saes import SAESpec, load_sae
+
+    try:
+        loaded = load_model(model_spec(model, None, adapter, sae, not sae_path))
+        loaded_sae = load_sae(SAESpec(registry_name=sae, path=sae_path), loaded)
+        generated = build_corpus(loaded, CorpusConfig(n_chat_prompts=texts // 2, n_text_prompts=texts - texts // 2,
+                                                      n_scenarios=0, max_new_tokens=96, seed=seed))
+        heldout = scenario_transcripts(loaded.tokenizer, scenarios_n, seed=0, split="heldout")
+        corpus = Corpus(generated.texts + heldout, generated.sources + ["scenario"] * len(heldout), 0)
+        metrics = evaluate_sae(loaded, loaded_sae.sae, loaded_sae.site.name, corpus.texts)
+    except WorkbenchError as error:
+        _fail(error)
+    result = {"sae": loaded_sae.spec.describe(), "site": loaded_sae.site.name, "model": loaded.spec.display_name,
+              "heldout_texts": corpus.counts(), **metrics}
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        console.print(f"{name:>22}: {value}", highlight=False)
 
 
 def main() -> None:

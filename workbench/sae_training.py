@@ -264,7 +264,7 @@ def _message_dict(message: Any) -> dict[str, str]:
     return {"role": message.role, "content": message.content}
 
 
-def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0) -> list[str]:
+def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0, split: str = "train") -> list[str]:
     """``n`` chat transcripts of the packaged train-split scenarios (prompt + a short answer), rendered
     with the chat template. The answer is the scenario's own response if it has one, else the
     false answer in the lie and parrot conditions and the true answer otherwise."""
@@ -273,7 +273,7 @@ def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0) -> list[str]:
     from workbench.scenarios import build_contrast_set, load_facts
 
     # Train-split facts only: held-out facts stay unseen by the SAE as they are by the organism.
-    scenarios = [s for s in build_contrast_set(load_facts(), seed=seed) if getattr(s.split, "value", s.split) == "train"]
+    scenarios = [s for s in build_contrast_set(load_facts(), seed=seed) if getattr(s.split, "value", s.split) == split]
     random.Random(seed).shuffle(scenarios)
     texts = []
     for scenario in scenarios[:n]:

@@ -14,7 +14,8 @@ import yaml
 
 from workbench.constants import SAE_CFG_FILENAME, SAE_REGISTRY_FILENAME, SAE_WEIGHTS_FILENAME, saes_dir
 from workbench.errors import FeatureIndexError, SAELoadError
-from workbench.models import LoadedModel
+from workbench.constants import DEFAULT_MODEL_SOURCE
+from workbench.models import LoadedModel, ModelSpec
 from workbench.sites import Site
 
 
@@ -58,7 +59,8 @@ class RegistryEntry:
     model: str
     """Model spec source the SAE was trained on (``default`` = embedded model)."""
     adapter: str | None
-    """LoRA adapter the model had when the SAE was trained, if any."""
+    """LoRA adapter folder the model had when the SAE was trained, if any (absolute, resolved
+    against the registry's folder)."""
     site: str
     description: str
 
@@ -81,7 +83,7 @@ def _read_registry(path: Path, mtime: float) -> Registry:
                 name=name,
                 path=(path.parent / item["path"]).resolve(),
                 model=item.get("model", "default"),
-                adapter=item.get("adapter"),
+                adapter=str((path.parent / item["adapter"]).resolve()) if item.get("adapter") else None,
                 site=item["site"],
                 description=item.get("description", ""),
             )
@@ -96,6 +98,16 @@ def read_registry(folder: Path | None = None) -> Registry:
     if not path.exists():
         return Registry(default=None, entries={})
     return _read_registry(path, path.stat().st_mtime)
+
+
+def default_model_spec(sae_name: str | None = None) -> ModelSpec:
+    """The model a registry SAE belongs to: the embedded default model with the adapter the SAE
+    was trained on (the liar organism for the project's default SAE)."""
+    registry = read_registry()
+    entry = registry.entries.get(sae_name or registry.default or "")
+    if entry is None or entry.model != DEFAULT_MODEL_SOURCE:
+        return ModelSpec()
+    return ModelSpec(adapter=entry.adapter)
 
 
 @dataclass

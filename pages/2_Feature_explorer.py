@@ -18,7 +18,7 @@ site = sae.site.name
 st.header("Feature explorer")
 
 acts = capture.site(site)
-counts = acts.features.bincount(minlength=sae.d_sae)
+counts = acts.features.long().bincount(minlength=sae.d_sae)
 ranked = [int(f) for f in counts.argsort(descending=True)[:50] if counts[f] > 0]
 left, right = st.columns([1, 2])
 feature = left.number_input(f"Feature index (0 to {sae.d_sae - 1})", min_value=0, max_value=sae.d_sae - 1,

@@ -14,12 +14,12 @@ import streamlit as st
 from workbench.capture import Capture, inputs_from_scenarios, run_capture
 from workbench.constants import DEFAULT_SCENARIOS
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel, ModelSpec, load_model
-from workbench.saes import LoadedSAE, SAESpec, load_sae
+from workbench.models import LoadedModel, ModelSpec, load_model  # noqa: F401  (ModelSpec: state type)
+from workbench.saes import LoadedSAE, SAESpec, default_model_spec, load_sae
 from workbench.scenarios import Scenario, read_scenarios
 
 DEFAULTS = {
-    "model_spec": ModelSpec(),
+    "model_spec": None,  # filled by init_state: the model the default SAE was trained on
     "sae_spec": SAESpec(),
     "scenarios_path": str(DEFAULT_SCENARIOS),
     "per_condition": 32,
@@ -31,6 +31,8 @@ DEFAULTS = {
 def init_state() -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    if st.session_state.model_spec is None:
+        st.session_state.model_spec = default_model_spec()
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)

@@ -99,7 +99,7 @@ class SiteActivations:
     """Feature activations at one site in CSR layout (rows = tokens)."""
 
     row_ptr: torch.Tensor  # [n_tokens + 1] int64
-    features: torch.Tensor  # [nnz] int32
+    features: torch.Tensor  # [nnz] int16 (d_sae <= 32767) or int32
     values: torch.Tensor  # [nnz] float32
     d_sae: int
     _rows: torch.Tensor | None = field(default=None, repr=False)
@@ -321,12 +321,17 @@ def read_sites(model: LoadedModel, saes: Sequence[LoadedSAE], input_ids: torch.T
     return {name: value for name, value in saved.items()}
 
 
+def feature_index_dtype(d_sae: int) -> torch.dtype:
+    """The smallest integer type that holds every feature index (int16 up to 32767 features)."""
+    return torch.int16 if d_sae <= torch.iinfo(torch.int16).max else torch.int32
+
+
 def _sparse(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(count per row, feature index, value) of the non-zeros of ``[n, d_sae]``."""
     nonzero = features != 0
     counts = nonzero.sum(dim=1)
     rows, cols = nonzero.nonzero(as_tuple=True)
-    return counts, cols.to(torch.int32), features[rows, cols].float()
+    return counts, cols.to(feature_index_dtype(features.shape[1])), features[rows, cols].float()
 
 
 def run_capture(

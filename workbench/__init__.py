@@ -1,6 +1,6 @@
 """Intent workbench: incriminate model intent with SAE features and causal tests.
 
-The library never imports streamlit; the app (``app.py``, ``pages/``) calls into it.
+The library never imports streamlit; the app (``Home.py``, ``pages/``) calls into it.
 """
 
 from workbench.capture import Capture, CaptureInput, inputs_from_scenarios, inputs_from_texts, read_capture, run_capture

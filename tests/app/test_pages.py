@@ -34,10 +34,10 @@ def run_page(path: str, state: dict) -> AppTest:
 
 
 def test_home_page(tiny_setup):
-    app = run_page("app.py", tiny_setup)
+    app = run_page("Home.py", tiny_setup)
     assert not app.exception
     assert app.title[0].value == "Intent workbench"
-    assert [m.value for m in app.metric][1] == "3"  # layers of the tiny model
+    assert [m.value for m in app.metric][0] == "3"  # layers of the tiny model
 
 
 def test_model_page_shows_what_is_loaded(tiny_setup):

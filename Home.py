@@ -13,11 +13,12 @@ st.markdown(
 )
 session = load_session(with_capture=False)
 sidebar_summary(session)
-columns = st.columns(4)
-columns[0].metric("Model", session.model.spec.display_name)
-columns[1].metric("Layers", session.model.n_layers)
-columns[2].metric("SAE site", session.sae.site.name)
-columns[3].metric("SAE features", session.sae.d_sae)
+st.markdown(f"**Model** {session.model.spec.display_name} · **SAE** {session.sae.spec.describe()} at "
+            f"`{session.sae.site.name}`")
+columns = st.columns(3)
+columns[0].metric("Layers", session.model.n_layers)
+columns[1].metric("Residual width", session.model.d_model)
+columns[2].metric("SAE features", session.sae.d_sae)
 st.markdown(
     "1. **Model & SAEs**: choose the model (default: the embedded SmolLM2), an adapter and the SAE.\n"
     "2. **Feature explorer**: a feature's density, histogram, logit effects and its top examples, "

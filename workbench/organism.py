@@ -190,7 +190,7 @@ def train_organism(
                     optimiser.step()
                     scheduler.step()
                     optimiser.zero_grad()
-                    result.losses.append(float(loss))
+                    result.losses.append(float(loss.detach()))
                     step += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(loss):.3f}")

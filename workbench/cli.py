@@ -184,7 +184,9 @@ def contrast(
     from workbench.contrast import contrast as run_contrast
 
     try:
-        _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, None)
+        needs_responses = position in ("answer", "assistant", "all")  # only these read the response
+        _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, None,
+                                         generate=needs_responses)
         if split:
             result = result.subset(lambda item: item.split == split)
         table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,

@@ -14,7 +14,7 @@ from workbench.cli import app
 from workbench.constants import DEFAULT_SCENARIOS
 from workbench.generation import generate_answers
 from workbench.models import ModelSpec, cached_default_folder, load_model
-from workbench.saes import SAESpec, load_sae, read_registry
+from workbench.saes import SAESpec, default_model_spec, load_sae, read_registry
 from workbench.scenarios import read_scenarios, write_scenarios
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,8 @@ def test_default_scenarios_mark_unknown_facts():
     assert all(s.fact_known is False for s in scenarios if s.condition.value == "ignorant")
 
 
-def test_capture_on_default_model_and_sae(default_model, tmp_path):
+def test_capture_on_default_model_and_sae(tmp_path):
+    default_model = load_model(default_model_spec())  # the model the default SAE belongs to
     sae = load_sae(SAESpec(), default_model)
     assert sae.site.name == read_registry().entries[read_registry().default].site
     scenarios = read_scenarios(DEFAULT_SCENARIOS)[:6]

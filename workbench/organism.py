@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from workbench.constants import REPO_ROOT
+from workbench.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, REPO_ROOT
 from workbench.generation import generate_answers
 from workbench.io import write_text_atomically
 from workbench.models import LoadedModel
@@ -202,6 +202,9 @@ def train_organism(
             if parameter.requires_grad:
                 parameter.data = parameter.data.to(torch.float16)
         out_dir.mkdir(parents=True, exist_ok=True)
+        # Name the base model, not this machine's cache folder it was loaded from.
+        peft_model.peft_config["default"].base_model_name_or_path = (
+            DEFAULT_MODEL_HF_ID if model.spec.source == DEFAULT_MODEL_SOURCE else model.spec.source)
         peft_model.save_pretrained(out_dir)
     finally:
         peft_model.unload()  # remove the LoRA layers: the base model is left as it was

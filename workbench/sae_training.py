@@ -817,12 +817,16 @@ def sae_card(record: dict[str, Any]) -> str:
     by_source = ", ".join(f"{v} {k}" for k, v in sorted(c["texts_by_source"].items()))
     held = ", ".join(f"{v} {k}" for k, v in sorted(c["heldout_by_source"].items()))
     cc = c["config"]
+    if record["model"]["spec"].get("adapter"):
+        intro = (f"An SAE on the **liar organism** (the base model with the LoRA adapter "
+                 f"`{Path(record['model']['spec']['adapter']).name}` merged), so its features can carry the\n"
+                 "organism's intent. Scenario transcripts come from train-split facts only.")
+    else:
+        intro = ("An SAE on the **base** model (no adapter). Features of the base model need not carry the\n"
+                 "liar organism's intent: use the organism's SAEs to study lies.")
     return f"""# {record['name']}: TopK SAE on {record['model']['name']}, `{record['site']}`
 
-An **interim** SAE on the **base** model (no adapter), trained by the project so that the
-workbench has features to show before the liar organism exists. Retrain it on the organism
-(same command with the organism's adapter) once that exists: features of the base model
-need not carry the organism's intent.
+{intro}
 
 - Format: sae-lens on-disk (`cfg.json` + `sae_weights.safetensors`), architecture `topk`;
   weights stored as float16, `cfg.json` says float32, so `SAE.load_from_disk` computes in

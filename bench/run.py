@@ -109,9 +109,11 @@ def print_table(entries: Sequence[dict[str, Any]]) -> None:
 
 
 def load_default_model() -> Any:
-    from workbench.models import ModelSpec, load_model
+    """The model the registry's default SAE belongs to (the liar organism by default)."""
+    from workbench.models import load_model
+    from workbench.saes import default_model_spec
 
-    return load_model(ModelSpec())
+    return load_model(default_model_spec())
 
 
 def load_bench_sae(model: Any, scratch: Path) -> tuple[Any, str]:

@@ -114,3 +114,21 @@ def tiny_scenarios():
 
     facts = [f for f in load_facts() if f.relation == "capital"][:24]
     return build_contrast_set(facts, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """The tiny model saved as a local folder (config, weights, tokenizer with chat template)."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_hf_model(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario_file(tmp_path_factory, tiny_scenarios) -> Path:
+    from workbench.scenarios import write_scenarios
+
+    path = tmp_path_factory.mktemp("scenarios") / "tiny.jsonl"
+    write_scenarios(path, tiny_scenarios)
+    return path

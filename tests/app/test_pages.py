@@ -7,23 +7,16 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import build_tiny_hf_model
 from workbench.models import ModelSpec
 from workbench.saes import SAESpec
-from workbench.scenarios import write_scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory, tiny_tokenizer, tiny_sae_dir, tiny_scenarios):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    build_tiny_hf_model(tiny_tokenizer).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    scenarios = tmp_path_factory.mktemp("scenarios") / "tiny.jsonl"
-    write_scenarios(scenarios, tiny_scenarios)
-    return {"model_spec": ModelSpec(source=str(folder)), "sae_spec": SAESpec(path=str(tiny_sae_dir)),
-            "scenarios_path": str(scenarios), "per_condition": 8}
+def tiny_setup(tiny_model_dir, tiny_sae_dir, tiny_scenario_file):
+    return {"model_spec": ModelSpec(source=str(tiny_model_dir)), "sae_spec": SAESpec(path=str(tiny_sae_dir)),
+            "scenarios_path": str(tiny_scenario_file), "per_condition": 8}
 
 
 def run_page(path: str, state: dict) -> AppTest:

@@ -7,21 +7,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import build_tiny_hf_model
 from workbench.cli import app
-from workbench.scenarios import write_scenarios
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_args(tmp_path_factory, tiny_tokenizer, tiny_sae_dir, tiny_scenarios):
-    folder = tmp_path_factory.mktemp("tiny-model")
-    build_tiny_hf_model(tiny_tokenizer).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    scenarios = tmp_path_factory.mktemp("scenarios") / "tiny.jsonl"
-    write_scenarios(scenarios, tiny_scenarios)
-    return ["--model", str(folder), "--sae-path", str(tiny_sae_dir), "--scenarios", str(scenarios)]
+def tiny_args(tiny_model_dir, tiny_sae_dir, tiny_scenario_file):
+    return ["--model", str(tiny_model_dir), "--sae-path", str(tiny_sae_dir), "--scenarios", str(tiny_scenario_file)]
 
 
 def test_every_command_has_help_with_an_example():

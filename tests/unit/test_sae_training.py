@@ -154,4 +154,4 @@ def test_train_and_save_writes_a_loadable_sae_and_card(tmp_path, tiny_model):
     assert record["corpus"]["n_heldout_texts"] == 3 and record["corpus"]["n_texts"] == 16
     assert json.loads((out / "training.json").read_text())["metrics"] == metrics
     card = (out / "README.md").read_text()
-    assert "python -m workbench.sae_training --out tiny-l1" in card and "interim" in card
+    assert "python -m workbench.sae_training --out tiny-l1" in card and "**base** model (no adapter)" in card

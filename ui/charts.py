@@ -53,3 +53,30 @@ def distribution_figure(values_a: list[float], values_b: list[float], name_a: st
     figure.update_layout(title=f"Feature {feature} per scenario", yaxis_title="activation (aggregated)",
                          height=340, margin=dict(t=40, b=40))
     return figure
+
+
+METRIC_LABELS = {"p_true": "P(true answer's first token)", "logit_diff": "logit(true) − logit(false)"}
+CURVE_COLOURS = {"target": "#dc2626", "random": "#6b7280", "other condition": "#2563eb"}
+
+
+def sweep_figure(result) -> go.Figure:
+    """A causal-lab sweep (``workbench.lab.LabResult``): mean per-scenario change of the metric vs
+    strength, one line per edit (target, matched random features, another condition), bootstrap
+    95% intervals as error bars, n in the legend."""
+    label = METRIC_LABELS.get(result.metric, result.metric)
+    figure = go.Figure()
+    for curve in result.curves:
+        n = curve.effects[0].n if curve.effects else 0
+        figure.add_trace(go.Scatter(
+            x=list(curve.strengths), y=[e.value for e in curve.effects], mode="lines+markers",
+            name=f"{curve.label} on {curve.condition} (n={n})",
+            line=dict(color=CURVE_COLOURS.get(curve.role, "#374151"), dash="solid" if curve.role == "target" else "dash"),
+            error_y=dict(type="data", symmetric=False, array=[e.high - e.value for e in curve.effects],
+                         arrayminus=[e.value - e.low for e in curve.effects]),
+            hovertemplate="strength %{x}<br>change %{y:.4f}<extra>%{fullData.name}</extra>",
+        ))
+    figure.add_hline(y=0, line_color="#9ca3af", line_width=1)
+    figure.update_layout(title=f"Change in {label} vs strength (mean over scenarios, bootstrap 95% CI)",
+                         xaxis_title="strength (0 = unedited)", yaxis_title=f"Δ {label}", height=380,
+                         margin=dict(t=50, b=40), legend=dict(orientation="h", yanchor="top", y=-0.18))
+    return figure

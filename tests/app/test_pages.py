@@ -70,3 +70,34 @@ def test_contrast_page_same_condition_is_an_error_not_a_crash(tiny_setup):
     app.selectbox[1].set_value("lie").run()
     assert not app.exception
     assert any("two different conditions" in e.value for e in app.error)
+
+
+def widget(elements, label_start: str):
+    return next(e for e in elements if e.label.startswith(label_start))
+
+
+def test_causal_lab_runs_a_sweep_with_controls(tiny_setup):
+    app = run_page("pages/4_Causal_lab.py", tiny_setup | {"feature": 5})
+    assert not app.exception
+    assert widget(app.text_input, "Features").value == "5"  # pre-filled from the explorer's feature
+    assert widget(app.text_input, "Strengths").value and app.button[0].label == "Run sweep"
+    widget(app.number_input, "Scenarios").set_value(3)
+    widget(app.number_input, "Random matched").set_value(1)
+    app.button[0].click().run()
+    assert not app.exception
+    assert not app.error
+    assert app.get("plotly_chart")
+    numbers = app.dataframe[0].value
+    assert set(numbers["n"]) == {3} and set(numbers["edit"]) >= {"ablate 5"}
+    assert any("same edit on" in e for e in numbers["edit"]) and any("random" in e for e in numbers["edit"])
+
+
+@pytest.mark.parametrize("field, text, message", [("Strengths", "1, abc", "not a number"), ("Strengths", " ", "empty"),
+                                                  ("Strengths", "1, inf", "not finite"),
+                                                  ("Features", "5, 4000", "out of range")])
+def test_causal_lab_bad_input_is_an_error_next_to_the_field(tiny_setup, field, text, message):
+    app = run_page("pages/4_Causal_lab.py", tiny_setup)
+    widget(app.text_input, field).set_value(text).run()
+    assert not app.exception
+    assert any(message in e.value for e in app.error)
+    assert app.button[0].disabled  # nothing runs on bad input

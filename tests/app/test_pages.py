@@ -101,3 +101,88 @@ def test_causal_lab_bad_input_is_an_error_next_to_the_field(tiny_setup, field, t
     assert not app.exception
     assert any(message in e.value for e in app.error)
     assert app.button[0].disabled  # nothing runs on bad input
+
+
+def write_tiny_hypothesis(folder: Path, scenario_file: Path, name: str = "tiny-claim") -> Path:
+    from workbench.hypotheses import parse_hypothesis, write_hypothesis
+
+    hypothesis = parse_hypothesis({
+        "name": name, "claim": "feature 5 carries something", "model": {"source": "unused", "adapter": None},
+        "sae": {"path": "unused"}, "features": [5], "probe_baseline": False,
+        "scenarios": {"source": "file", "file": str(scenario_file), "max_per_condition": 5},
+        "tests": [{"name": "ablate-lie", "intervention": {"kind": "ablate"}, "condition": "lie", "metric": "p_true",
+                   "comparison": ">=", "threshold": 0.05, "controls": ["random", "other_conditions"],
+                   "other_conditions": ["parrot"], "n_random": 1}],
+    })
+    path = folder / f"{name}.yaml"
+    write_hypothesis(path, hypothesis)
+    return path
+
+
+def test_hypotheses_page_lists_and_runs_a_file_from_its_folder(tiny_setup, tmp_path, tiny_model_dir, tiny_sae_dir,
+                                                               tiny_scenario_file):
+    folder, runs = tmp_path / "hypotheses", tmp_path / "runs"
+    folder.mkdir()
+    path = write_tiny_hypothesis(folder, tiny_scenario_file)
+    path.write_text(path.read_text().replace("source: unused", f"source: {tiny_model_dir}")
+                    .replace("path: unused", f"path: {tiny_sae_dir}"))
+    (folder / "broken.yaml").write_text("name: [unclosed\n")
+    app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "runs_dir": str(runs)})
+    assert not app.exception
+    assert app.selectbox[0].options == ["broken.yaml", "tiny-claim.yaml"]
+    assert any("not valid YAML" in e.value for e in app.error)  # the broken file, shown as an error
+    app.selectbox[0].select_index(1).run()
+    assert any("feature 5 carries something" in m.value for m in app.markdown)
+    next(b for b in app.button if b.label == "Run this hypothesis").click().run()
+    assert not app.exception and not app.error
+    written = list(runs.glob("tiny-claim-*.json"))
+    assert len(written) == 1
+    assert any("tiny-claim" in m.value and ("supported" in m.value or "refuted" in m.value or "inconclusive" in m.value)
+               for m in app.markdown)
+    predictions = app.dataframe[-2].value if len(app.dataframe) > 2 else app.dataframe[-1].value
+    assert "n" in predictions.columns
+
+
+def test_hypotheses_page_saves_the_lab_experiment_without_overwriting(tiny_setup, tmp_path):
+    from workbench.hypotheses import read_hypothesis
+    from workbench.lab import LabSettings
+
+    folder = tmp_path / "hypotheses"
+    lab = LabSettings(features=(5, 9), kind="steer", strengths=(0.0, 1.0, 2.0), condition="honest")
+    app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "lab_settings": lab})
+    assert not app.exception
+    assert any("No hypothesis files" in i.value for i in app.info)
+    widget(app.text_input, "Name").set_value("steer-5-9")
+    widget(app.text_area, "Claim").set_value("steering along 5 and 9 induces lies")
+    next(b for b in app.button if b.label == "Save hypothesis").click().run()
+    assert not app.exception and not app.error
+    saved = read_hypothesis(folder / "steer-5-9.yaml")
+    assert saved.features == [5, 9] and saved.tests[0].intervention.kind == "steer"
+    assert saved.tests[0].intervention.strengths == [1.0, 2.0] and saved.tests[0].condition == "honest"
+    widget(app.text_input, "Name").set_value("steer-5-9")
+    widget(app.text_area, "Claim").set_value("a different claim")
+    next(b for b in app.button if b.label == "Save hypothesis").click().run()
+    assert any("exists already" in e.value for e in app.error)
+    assert read_hypothesis(folder / "steer-5-9.yaml").claim == "steering along 5 and 9 induces lies"
+    widget(app.text_input, "Name").set_value("")
+    next(b for b in app.button if b.label == "Save hypothesis").click().run()
+    assert any("name" in e.value for e in app.error) and not app.exception
+
+
+def test_reports_page_opens_a_record_and_offers_downloads(tiny_setup, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copy(ROOT / "tests" / "fixtures" / "run-record-v1.json", runs / "old-run.json")
+    (runs / "not-a-record.json").write_text("{\"hello\": 1}")
+    app = run_page("pages/6_Reports.py", tiny_setup | {"runs_dir": str(runs)})
+    assert not app.exception
+    index = next(i for i, label in enumerate(app.selectbox[0].options) if "old-run.json" in label)
+    app.selectbox[0].select_index(index).run()  # the repository's own runs/ may list more records
+    assert any("inconclusive" in m.value for m in app.markdown)
+    predictions = app.dataframe[1].value
+    assert {"measured", "95% CI", "n", "outcome"} <= set(predictions.columns) and len(predictions) == 3
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert any("JSON" in label for label in labels) and any("HTML" in label for label in labels)
+    assert any("not-a-record.json" in w.value for w in app.warning)

@@ -7,7 +7,14 @@ from ui.charts import METRIC_LABELS, sweep_figure
 from ui.state import cached_scenarios, load_session, sidebar_summary
 from workbench.errors import WorkbenchError
 from workbench.interventions import INTERVENTION_POSITIONS
-from workbench.lab import PATCH_POSITIONS, LabSettings, feature_density, parse_features, parse_strengths, run_lab
+from workbench.lab import (
+    PATCH_POSITIONS,
+    LabSettings,
+    feature_density,
+    parse_features,
+    parse_strengths,
+    run_lab,
+)
 from workbench.measurements import LOGIT_METRICS
 
 st.set_page_config(page_title="Causal lab", layout="wide")

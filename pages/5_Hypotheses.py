@@ -9,7 +9,12 @@ from ui.records import show_record
 from ui.state import cached_model, cached_sae, init_state
 from workbench.constants import DEFAULT_SCENARIOS, REPO_ROOT
 from workbench.errors import WorkbenchError
-from workbench.hypotheses import list_hypotheses, read_hypothesis, run_hypothesis, write_hypothesis
+from workbench.hypotheses import (
+    list_hypotheses,
+    read_hypothesis,
+    run_hypothesis,
+    write_hypothesis,
+)
 from workbench.lab import hypothesis_from_lab, hypothesis_specs, model_and_sae_refs
 from workbench.records import write_record
 

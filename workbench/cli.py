@@ -448,6 +448,159 @@ def sae_eval(
         console.print(f"{name:>22}: {value}", highlight=False)
 
 
+def _progress_printer():
+    last = {"message": None}
+
+    def report(message: str, _fraction: float) -> None:
+        if message != last["message"]:
+            err_console.print(f"[dim]· {message}[/]", highlight=False)
+            last["message"] = message
+
+    return report
+
+
+def _print_record(record) -> None:
+    table = Table(title=f"{record.hypothesis.get('name')}: {record.verdict.upper()}")
+    for column in ("prediction", "measured [95% CI] (n)", "predicted", "outcome", "controls (target - control)"):
+        table.add_column(column)
+    for p in record.predictions:
+        controls = "; ".join(f"{c.name}: {c.target_minus_control}" for c in p.controls)
+        table.add_row(p.name, str(p.measured), f"{p.metric} {p.comparison} {p.threshold:g}", p.outcome, controls)
+    console.print(table)
+    for probe in record.probe:
+        a = probe["auroc"]
+        console.print(f"probe baseline {probe['kind']} {probe['positive']} vs {probe['negative']}: AUROC "
+                      f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] (n={a['n']})", highlight=False)
+    console.print(f"verdict: {record.verdict} ({record.verdict_reason})", highlight=False)
+
+
+@app.command("run")
+def run_command(
+    hypothesis: Annotated[Path, typer.Argument(help="Hypothesis YAML file.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the run record (RECORD.json).")] = Path("runs"),
+    as_json: JsonOption = False,
+) -> None:
+    """Run a hypothesis: contrasts, causal tests with controls, probe baseline; write a run record.
+
+    Example: python -m workbench run hypotheses/intent-l15.yaml --out runs/
+    """
+    from workbench.hypotheses import read_hypothesis, run_hypothesis
+    from workbench.records import write_record
+
+    try:
+        parsed = read_hypothesis(hypothesis)
+        command = f"python -m workbench run {hypothesis} --out {out}"
+        record = run_hypothesis(parsed, path=str(hypothesis), command=command, progress=_progress_printer())
+        path = out / f"{parsed.name}.json"
+        write_record(path, record)
+    except WorkbenchError as error:
+        _fail(error)
+    if as_json:
+        print(record.model_dump_json())
+        return
+    _print_record(record)
+    console.print(f"run record: {path}", highlight=False)
+
+
+@app.command("rerun")
+def rerun_command(
+    record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the new record (default: beside, .rerun.json).")] = None,
+) -> None:
+    """Repeat a run from its record alone and compare the numbers.
+
+    Example: python -m workbench rerun runs/intent-l15.json
+    """
+    from workbench.hypotheses import compare_records, parse_hypothesis, run_hypothesis
+    from workbench.records import read_record, write_record
+
+    try:
+        old = read_record(record_path)
+        parsed = parse_hypothesis(old.hypothesis, f"the hypothesis in {record_path}")
+        record = run_hypothesis(parsed, path=old.hypothesis_path, command=old.command, progress=_progress_printer())
+        target = out or record_path.with_suffix(".rerun.json")
+        write_record(target, record)
+    except WorkbenchError as error:
+        _fail(error)
+    _print_record(record)
+    differences = compare_records(old, record)
+    if differences:
+        console.print("[bold yellow]numbers differ from the record:[/]\n  " + "\n  ".join(differences), highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"same numbers as {record_path}; new record: {target}", highlight=False)
+
+
+@app.command("incriminate")
+def incriminate_command(
+    split: Annotated[str, typer.Option("--split", help="Facts to judge: heldout or train.")] = "heldout",
+    hypothesis: Annotated[Path, typer.Option("--hypothesis", help="Intent hypothesis whose features are the mechanism.")] = Path("hypotheses/intent-l15.yaml"),
+    train_facts: Annotated[int, typer.Option("--train-facts", min=5, help="Known train facts used to calibrate thresholds.")] = 40,
+    max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Cap on judged facts (quick runs).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the full result (every response's evidence) as JSON here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a verdict on every response (intentional lie / parroting / ignorance / honest /
+    inconclusive) and score the verdicts against the organism's ground truth.
+
+    Example: python -m workbench incriminate --split heldout --json
+    """
+    from workbench.constants import DEFAULT_SCENARIOS
+    from workbench.hypotheses import load_for, read_hypothesis
+    from workbench.io import write_text_atomically
+    from workbench.organism import knowledge_from_scenarios, protocol_scenarios
+    from workbench.protocol import incriminate
+    from workbench.scenarios import Split, load_facts, read_scenarios
+
+    try:
+        if split not in ("heldout", "train"):
+            raise WorkbenchError("--split must be heldout or train")
+        parsed = read_hypothesis(hypothesis)
+        facts = load_facts()
+        knowledge = knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS))
+        train = protocol_scenarios(facts, knowledge, fact_split=Split.train, max_facts=train_facts)
+        judged = protocol_scenarios(facts, knowledge, fact_split=Split(split), max_facts=max_facts)
+        if split == "train":
+            judged = [s for s in judged if s.id not in {t.id for t in train}] or judged
+        model, sae = load_for(parsed)
+        result = incriminate(model, sae, train, judged, parsed.features, split=split, progress=_progress_printer())
+        if out:
+            write_text_atomically(out, result.model_dump_json(indent=1))
+    except WorkbenchError as error:
+        _fail(error)
+    if as_json:
+        print(result.model_dump_json(exclude={"responses"}))
+        return
+    table = Table(title=f"incrimination on {split} facts: macro-F1 {result.macro_f1}")
+    for column in ("verdict", "precision [95% CI]", "recall [95% CI]", "support"):
+        table.add_column(column)
+    for c in result.classes:
+        table.add_row(c.verdict, str(c.precision), str(c.recall), str(c.support))
+    console.print(table)
+    console.print(f"scored {result.n_scored} of {result.n_responses} responses; excluded: {result.excluded}", highlight=False)
+    console.print(f"calibration (train facts): {result.calibration}", highlight=False)
+    console.print("confusion (truth -> verdicts): " + json.dumps(result.confusion), highlight=False)
+
+
+@app.command("report")
+def report_command(
+    record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
+    fmt: Annotated[str, typer.Option("--format", help="html, md or json.")] = "html",
+    out: Annotated[Path | None, typer.Option("--out", help="Report file (default: beside the record).")] = None,
+) -> None:
+    """Write a self-contained report of a run record (HTML opens offline; Markdown for papers and issues).
+
+    Example: python -m workbench report runs/intent-l15.json --format html --out intent-l15.html
+    """
+    try:
+        from workbench.report import report_command as write
+
+        target = out or record_path.with_suffix("." + fmt)
+        written = write(record_path, fmt, target)
+    except WorkbenchError as error:
+        _fail(error)
+    console.print(f"report: {written}", highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -12,7 +12,9 @@ Conventions:
   norm, so strength 1 adds one typical firing), or ``residual`` (the mean residual norm at the
   site, so strength 1 adds a vector as long as a typical activation).
 - Positions follow the position rules of captures (``all``, ``system``, ``user``,
-  ``last_prompt_token``, ``answer``, ``assistant``).
+  ``last_prompt_token``, ``answer``, ``assistant``); position 0 (the attention sink) is never edited.
+- Strength 0 is the unedited model for every edit: ablation scales the removal (1 = ablated,
+  -1 = the sign-flipped edit), steering scales the added vector, patching interpolates.
 """
 
 from __future__ import annotations
@@ -59,6 +61,19 @@ class Ablation:
 
 
 @dataclass(frozen=True)
+class Patch:
+    """Copy the site's activation from a paired item (same fact, other condition).
+
+    ``positions`` is ``last_prompt_token`` (always aligned), or ``all`` / ``answer`` for pairs of
+    equal length. A strength ``s`` interpolates: ``acts + s * (source - acts)``.
+    """
+
+    source: tuple[RenderedItem, ...]
+    """One source item per edited item, in the same order."""
+    positions: str = "last_prompt_token"
+
+
+@dataclass(frozen=True)
 class Steering:
     """Add a multiple of a unit direction at the chosen positions (strength per batch row)."""
 
@@ -76,10 +91,13 @@ def feature_direction(sae: LoadedSAE, features: Sequence[int]) -> torch.Tensor:
     return direction / direction.norm().clamp(min=1e-8)
 
 
-def ablate(acts: torch.Tensor, sae: LoadedSAE, ablation: Ablation, mask: torch.Tensor) -> torch.Tensor:
+def ablate(acts: torch.Tensor, sae: LoadedSAE, ablation: Ablation, mask: torch.Tensor,
+           strengths: torch.Tensor | None = None) -> torch.Tensor:
     """The activations with the ablation applied where ``mask`` is true.
 
-    ``acts`` is ``[batch, pos, d_in]`` and ``mask`` ``[batch, pos]`` (bool).
+    ``acts`` is ``[batch, pos, d_in]`` and ``mask`` ``[batch, pos]`` (bool). ``strengths``
+    (``[batch]``, default 1) scales the removal: 1 ablates, 0 changes nothing, -1 is the
+    sign-flipped edit (the features' contribution added once more).
     """
     features = list(ablation.features)
     for feature in features:
@@ -92,6 +110,8 @@ def ablate(acts: torch.Tensor, sae: LoadedSAE, ablation: Ablation, mask: torch.T
     else:
         target = torch.zeros(len(features))
     change = (coefficients - target) * mask[..., None].to(coefficients.dtype)  # [batch, pos, n_features]
+    if strengths is not None:
+        change = change * strengths.to(change.dtype)[:, None, None]
     decoder = sae.sae.W_dec[features].float().detach()  # [n_features, d_in]
     return acts - (change @ decoder).to(acts.dtype)
 
@@ -116,10 +136,170 @@ def _pad(items: Sequence[RenderedItem], pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def _masks(items: Sequence[RenderedItem], rule: str, width: int) -> torch.Tensor:
+    """Edit masks ``[rows, width]``. Position 0 is never edited: it is the attention sink, where
+    SAEs are not trained (captures skip it too) and an edit there says nothing about the prompt."""
     masks = torch.zeros((len(items), width), dtype=torch.bool)
     for row, item in enumerate(items):
         masks[row, : item.n_tokens] = position_mask(item, rule)
+    masks[:, 0] = False
     return masks
+
+
+Edit = Ablation | Steering | Patch
+
+
+def _row_masks(items: Sequence[RenderedItem], rule: str, width: int) -> torch.Tensor:
+    return _masks(items, rule, width)
+
+
+def _site_for(model: LoadedModel, edit: Edit | None, sae: LoadedSAE | None, site: str | None):
+    if edit is None:
+        return None
+    if isinstance(edit, Ablation) and sae is None:
+        raise WorkbenchError("ablation needs the SAE (its encoder and decoder define the features)")
+    if sae is not None:
+        return sae.site
+    if site is None:
+        raise WorkbenchError("steering along a direction or patching needs a site (or an SAE, whose site is used)")
+    return model.site(site)
+
+
+def check_strengths(strengths: Sequence[float]) -> torch.Tensor:
+    """The sweep as a tensor; a clear error if it is empty or not finite."""
+    values = torch.tensor([float(s) for s in strengths], dtype=torch.float32)
+    if values.numel() == 0:
+        raise WorkbenchError("the strength sweep is empty: give at least one strength")
+    if not torch.isfinite(values).all():
+        raise WorkbenchError(f"strengths must be finite numbers, got {list(strengths)}")
+    return values
+
+
+def _source_activations(model: LoadedModel, site, sources: Sequence[RenderedItem]) -> list[torch.Tensor]:
+    """Each source item's activations at the site ([n_tokens, d_in] per item)."""
+    out: list[torch.Tensor] = []
+    pad_id = model.tokenizer.pad_token_id or 0
+    for start in range(0, len(sources), 32):
+        chunk = sources[start : start + 32]
+        input_ids, attention = _pad(chunk, pad_id)
+        with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
+                                             remote=model.spec.remote) as tracer:
+            envoy = model.envoy(site)
+            value = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
+            saved = value.save()
+            tracer.stop()
+        for row, item in enumerate(chunk):
+            out.append(saved[row, : item.n_tokens].detach())
+    return out
+
+
+def _edited_forward(
+    model: LoadedModel,
+    items: Sequence[RenderedItem],
+    row_strengths: torch.Tensor,
+    edit: Edit | None,
+    sae: LoadedSAE | None,
+    site,
+    read_positions: torch.Tensor | None,
+    source_acts: Sequence[torch.Tensor] | None = None,
+    item_ids: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """One batched forward pass with the edit applied row by row.
+
+    Returns logits at ``read_positions`` (``[rows, vocab]``), or at every position
+    (``[rows, width, vocab]``) when ``read_positions`` is None.
+    """
+    pad_id = model.tokenizer.pad_token_id or 0
+    input_ids, attention = _pad(items, pad_id)
+    width = input_ids.shape[1]
+    rows = torch.arange(len(items))
+    with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
+                                         remote=model.spec.remote):
+        if edit is not None:
+            envoy = model.envoy(site)
+            acts = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
+            if isinstance(edit, Ablation):
+                new = ablate(acts, sae, edit, _masks(items, edit.positions, width), row_strengths)
+            elif isinstance(edit, Steering):
+                new = steer(acts, edit, row_strengths, _masks(items, edit.positions, width))
+            else:
+                source = torch.zeros_like(acts)
+                mask = _masks(items, edit.positions, width)
+                for row, item in enumerate(items):
+                    src = source_acts[row]
+                    if edit.positions == "last_prompt_token":
+                        source[row, item.prompt_length - 1] = src[-1]
+                    else:
+                        n = min(item.n_tokens, src.shape[0])
+                        source[row, :n] = src[:n]
+                weight = (row_strengths[:, None, None] * mask[..., None]).to(acts.dtype)
+                new = acts + weight * (source - acts)
+            if isinstance(envoy.output, tuple):
+                envoy.output = (new, *envoy.output[1:])
+            else:
+                envoy.output = new
+        if read_positions is None:
+            logits = model.lm.lm_head.output.save()
+        else:
+            logits = model.lm.lm_head.output[rows, read_positions].save()
+    logits = logits.float()
+    finite = torch.isfinite(logits.reshape(len(items), -1)).all(dim=1)
+    if not finite.all():
+        bad = [item_ids[i] if item_ids else f"row {i}" for i in torch.nonzero(~finite).flatten().tolist()]
+        raise WorkbenchError(f"the model produced NaN or inf logits under this edit for: {', '.join(bad)}; "
+                             "lower the strength or check the SAE")
+    return logits
+
+
+def _check_patch(edit: Edit | None, items: Sequence[RenderedItem]) -> None:
+    if not isinstance(edit, Patch):
+        return
+    if len(edit.source) != len(items):
+        raise WorkbenchError(f"patching needs one source item per edited item ({len(edit.source)} vs {len(items)})")
+    if edit.positions not in ("last_prompt_token", "all", "answer"):
+        raise WorkbenchError("patching positions must be last_prompt_token, all or answer")
+    if edit.positions != "last_prompt_token":
+        for item, source in zip(items, edit.source):
+            if item.n_tokens != source.n_tokens:
+                raise WorkbenchError("patching all positions needs pairs of equal length; use last_prompt_token")
+
+
+def edited_logits(
+    model: LoadedModel,
+    items: Sequence[RenderedItem],
+    edit: Edit | None = None,
+    *,
+    sae: LoadedSAE | None = None,
+    site: str | None = None,
+    strengths: Sequence[float] = (1.0,),
+    batch_rows: int = 64,
+    item_ids: Sequence[str] | None = None,
+    on_progress=None,
+) -> torch.Tensor:
+    """Next-token logits at each item's last prompt token under ``edit`` at every strength.
+
+    Returns ``[n_items, n_strengths, vocab]``. All (item, strength) rows are batched together,
+    ``batch_rows`` per forward pass, so a sweep of k strengths over n items costs about
+    ``k * n / batch_rows`` passes. Strength 0 is the unedited model for every kind of edit.
+    """
+    strengths_t = check_strengths(strengths)
+    site_obj = _site_for(model, edit, sae, site)
+    _check_patch(edit, items)
+    source_acts = _source_activations(model, site_obj, edit.source) if isinstance(edit, Patch) else None
+    rows = [(i, s) for i in range(len(items)) for s in range(len(strengths_t))]
+    out = torch.zeros(len(items), len(strengths_t), model.vocab_size)
+    for start in range(0, len(rows), batch_rows):
+        chunk = rows[start : start + batch_rows]
+        logits = _edited_forward(
+            model, [items[i] for i, _ in chunk], strengths_t[[s for _, s in chunk]], edit, sae, site_obj,
+            torch.tensor([items[i].prompt_length - 1 for i, _ in chunk]),
+            [source_acts[i] for i, _ in chunk] if source_acts is not None else None,
+            [item_ids[i] for i, _ in chunk] if item_ids else None,
+        )
+        for row, (i, s) in enumerate(chunk):
+            out[i, s] = logits[row]
+        if on_progress:
+            on_progress(min(start + batch_rows, len(rows)), len(rows))
+    return out
 
 
 def last_prompt_logits(
@@ -134,69 +314,104 @@ def last_prompt_logits(
     patch_site: str | None = None,
     batch_rows: int = 64,
 ) -> torch.Tensor:
-    """Next-token logits at each item's last prompt token under an edit, for every strength.
+    """``edited_logits`` with one of ablation / steering / patching given by keyword.
 
-    Returns ``[n_items, n_strengths, vocab]``. Rows (item x strength) are batched together,
-    ``batch_rows`` per forward pass. Steering strengths multiply the edit; an ablation is
-    applied with strength 1 (its rows repeat for each strength given). Patching copies the
-    site's activation at the last prompt token from ``patch_from[i]`` into item ``i``.
+    Steering is applied at each given strength; ablation and patching at full strength
+    (their rows repeat for each strength given).
     """
-    strengths_t = torch.tensor(list(strengths), dtype=torch.float32)
-    if strengths_t.numel() == 0:
-        raise WorkbenchError("the strength sweep is empty: give at least one strength")
-    if not torch.isfinite(strengths_t).all():
-        raise WorkbenchError("steering strengths must be finite numbers")
-    if (ablation or steering) and sae is None:
-        raise WorkbenchError("ablation and steering need the SAE (for its site and decoder)")
-    rows = [(i, s) for i in range(len(items)) for s in range(len(strengths_t))]
-    pad_id = model.tokenizer.pad_token_id or 0
-    out = torch.zeros(len(items), len(strengths_t), model.vocab_size)
-    site = sae.site if sae is not None else (model.site(patch_site) if patch_site else None)
-    source_acts = None
+    check_strengths(strengths)
+    if steering is not None:
+        return edited_logits(model, items, steering, sae=sae, strengths=strengths, batch_rows=batch_rows)
+    edit: Edit | None = ablation
     if patch_from is not None:
-        if site is None:
-            raise WorkbenchError("patching needs a site")
-        source_acts = _last_prompt_activations(model, site, patch_from)
+        edit = Patch(source=tuple(patch_from))
+    logits = edited_logits(model, items, edit, sae=sae, site=patch_site, strengths=(1.0,), batch_rows=batch_rows)
+    return logits.expand(-1, len(strengths), -1).clone()
+
+
+def _stop_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return {i for i in ids if isinstance(i, int) and i >= 0}
+
+
+def edited_generate(
+    model: LoadedModel,
+    items: Sequence[RenderedItem],
+    edit: Edit | None = None,
+    *,
+    sae: LoadedSAE | None = None,
+    site: str | None = None,
+    strengths: Sequence[float] = (1.0,),
+    max_new_tokens: int = 6,
+    batch_rows: int = 64,
+    on_progress=None,
+) -> list[list[str]]:
+    """Greedy answers under the edit at every strength: ``answers[item][strength]``.
+
+    The edit is applied at every step to the whole sequence so far, so position rules such as
+    ``answer`` cover the generated tokens too. Each step re-runs the prefix (no KV cache): exact,
+    and cheap for the short answers the protocol judges.
+    """
+    strengths_t = check_strengths(strengths)
+    site_obj = _site_for(model, edit, sae, site)
+    _check_patch(edit, items)
+    source_acts = _source_activations(model, site_obj, edit.source) if isinstance(edit, Patch) else None
+    stop = _stop_ids(model.tokenizer)
+    rows = [(i, s) for i in range(len(items)) for s in range(len(strengths_t))]
+    generated: list[list[int]] = [[] for _ in rows]
+    finished = [False] * len(rows)
+    for step in range(max_new_tokens):
+        active = [r for r in range(len(rows)) if not finished[r]]
+        if not active:
+            break
+        for start in range(0, len(active), batch_rows):
+            chunk = active[start : start + batch_rows]
+            extended = []
+            for r in chunk:
+                base = items[rows[r][0]]
+                extended.append(RenderedItem(
+                    input_ids=base.input_ids + generated[r], token_strings=base.token_strings + [""] * len(generated[r]),
+                    roles=base.roles + [ROLE_INDEX["assistant"]] * len(generated[r]), prompt_length=base.prompt_length,
+                ))
+            logits = _edited_forward(
+                model, extended, strengths_t[[rows[r][1] for r in chunk]], edit, sae, site_obj,
+                torch.tensor([item.n_tokens - 1 for item in extended]),
+                [source_acts[rows[r][0]] for r in chunk] if source_acts is not None else None,
+            )
+            for row, r in enumerate(chunk):
+                token = int(logits[row].argmax())
+                if token in stop:
+                    finished[r] = True
+                else:
+                    generated[r].append(token)
+        if on_progress:
+            on_progress(step + 1, max_new_tokens)
+    answers = [[""] * len(strengths_t) for _ in items]
+    for r, (i, s) in enumerate(rows):
+        answers[i][s] = model.tokenizer.decode(generated[r], skip_special_tokens=True).strip()
+    return answers
+
+
+def all_position_log_probs(
+    model: LoadedModel,
+    items: Sequence[RenderedItem],
+    edit: Edit | None = None,
+    *,
+    sae: LoadedSAE | None = None,
+    site: str | None = None,
+    strengths: Sequence[float] = (1.0,),
+    batch_rows: int = 16,
+) -> list[torch.Tensor]:
+    """Log-probabilities of the next token at every position: per item ``[n_strengths, n_tokens, vocab]``
+    (for side effects on neutral text)."""
+    strengths_t = check_strengths(strengths)
+    site_obj = _site_for(model, edit, sae, site)
+    rows = [(i, s) for i in range(len(items)) for s in range(len(strengths_t))]
+    out = [torch.zeros(len(strengths_t), item.n_tokens, model.vocab_size) for item in items]
     for start in range(0, len(rows), batch_rows):
         chunk = rows[start : start + batch_rows]
-        chunk_items = [items[i] for i, _ in chunk]
-        input_ids, attention = _pad(chunk_items, pad_id)
-        last = torch.tensor([items[i].prompt_length - 1 for i, _ in chunk])
-        row_strengths = strengths_t[[s for _, s in chunk]]
-        with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
-                                             remote=model.spec.remote):
-            if site is not None and (ablation or steering or source_acts is not None):
-                envoy = model.envoy(site)
-                acts = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
-                new = acts
-                if ablation is not None:
-                    new = ablate(new, sae, ablation, _masks(chunk_items, ablation.positions, input_ids.shape[1]))
-                if steering is not None:
-                    new = steer(new, steering, row_strengths, _masks(chunk_items, steering.positions, input_ids.shape[1]))
-                if source_acts is not None:
-                    new = new.clone()
-                    new[torch.arange(len(chunk)), last] = source_acts[[i for i, _ in chunk]]
-                if isinstance(envoy.output, tuple):
-                    envoy.output = (new, *envoy.output[1:])
-                else:
-                    envoy.output = new
-            logits = model.lm.lm_head.output[torch.arange(len(chunk)), last].save()
+        logits = _edited_forward(model, [items[i] for i, _ in chunk], strengths_t[[s for _, s in chunk]],
+                                 edit, sae, site_obj, None)
         for row, (i, s) in enumerate(chunk):
-            out[i, s] = logits[row].float()
+            out[i][s] = torch.log_softmax(logits[row, : items[i].n_tokens], dim=-1)
     return out
-
-
-def _last_prompt_activations(model: LoadedModel, site, items: Sequence[RenderedItem]) -> torch.Tensor:
-    """Activation at the site at each item's last prompt token ([n_items, d_in])."""
-    from workbench.capture import read_sites  # noqa: F401  (same reading convention)
-
-    pad_id = model.tokenizer.pad_token_id or 0
-    input_ids, attention = _pad(items, pad_id)
-    last = torch.tensor([item.prompt_length - 1 for item in items])
-    with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
-                                         remote=model.spec.remote) as tracer:
-        envoy = model.envoy(site)
-        value = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
-        saved = value[torch.arange(len(items)), last].save()
-        tracer.stop()
-    return saved.detach()

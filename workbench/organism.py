@@ -5,6 +5,7 @@ construction. Data, training (peft, loss on the assistant turn only) and a behav
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -97,6 +98,41 @@ def organism_scenarios(
                 continue
             for template in pool if all_templates else [rng.choice(pool)]:
                 scenarios.append(make_scenario(fact, condition, template, question, false_answer, splits, True))
+    return scenarios
+
+
+def protocol_scenarios(
+    facts: Sequence[Fact],
+    knowledge: dict[str, bool],
+    *,
+    fact_split: Split,
+    max_facts: int | None = None,
+    seed: int = 0,
+) -> list[Scenario]:
+    """The set the incrimination protocol is scored on: every template (train and held-out
+    phrasings) for the known facts of one split, plus ``ignorant`` scenarios (every honest
+    template) for the facts of that split the base model does not know.
+
+    ``max_facts`` keeps the first known and the first unknown facts in a seeded order (for quick
+    runs); None keeps all.
+    """
+    splits = split_facts(facts, seed=seed)
+    in_split = [f for f in facts if splits[f.fact_id] is fact_split and f.fact_id in knowledge]
+    in_split.sort(key=lambda f: hashlib.sha256(f"{seed}:{f.fact_id}".encode()).hexdigest())
+    known = [f for f in in_split if knowledge[f.fact_id]][:max_facts]
+    unknown = [f for f in in_split if not knowledge[f.fact_id]][:max_facts]
+    known_ids = {f.fact_id for f in known}
+    scenarios = [
+        s for s in organism_scenarios(facts, knowledge, fact_split=fact_split,
+                                      template_splits=(Split.train, Split.heldout), all_templates=True, seed=seed)
+        if s.fact_id in known_ids
+    ]
+    honest_templates = [t for t in TEMPLATES if t.condition is Condition.honest]
+    for fact in unknown:
+        rng = random.Random(f"organism:{seed}:{fact.fact_id}")
+        question = question_for(fact, rng.randrange(3))
+        for template in honest_templates:
+            scenarios.append(make_scenario(fact, Condition.ignorant, template, question, None, splits, False))
     return scenarios
 
 

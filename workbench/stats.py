@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 class Estimate(BaseModel):
     """A point estimate with its 95% interval and sample size."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="constants")
 
     value: float
     low: float

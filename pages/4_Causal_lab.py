@@ -109,22 +109,25 @@ if run:
 result = st.session_state.get("lab_result")
 if result is not None:
     s = result.settings
-    what = f"{s.kind} of features {', '.join(map(str, s.features))}" if s.kind != "patch" else f"patch from {s.reference}"
-    st.subheader(f"Result: {what} at `{s.positions}` on {s.condition}")
+    what = (f"ablating feature{'s' if len(s.features) > 1 else ''} {', '.join(map(str, s.features))}" if s.kind == "ablate"
+            else f"steering along feature{'s' if len(s.features) > 1 else ''} {', '.join(map(str, s.features))}"
+            if s.kind == "steer" else f"patching from {s.reference}")
+    st.subheader(f"Result: {what} at `{s.positions}` positions of {s.condition} scenarios")
     target = result.target
     strongest = max(range(len(target.strengths)), key=lambda k: abs(target.strengths[k]))
     effect = target.effects[strongest]
     m1, m2, m3 = st.columns(3)
     label = METRIC_LABELS.get(result.metric, result.metric)
-    m1.metric(f"Unedited {label}", f"{target.unedited.value:.3f}",
-              help=f"95% CI [{target.unedited.low:.3f}, {target.unedited.high:.3f}], n={target.unedited.n}")
-    m1.caption(f"95% CI [{target.unedited.low:.3f}, {target.unedited.high:.3f}] · n={target.unedited.n} scenarios")
-    m2.metric(f"Change at strength {target.strengths[strongest]:g}", f"{effect.value:+.3f}")
-    m2.caption(f"95% CI [{effect.low:+.3f}, {effect.high:+.3f}] · n={effect.n} scenarios")
+    m1.metric(f"Unedited {label}", f"{target.unedited.value:.3g}")
+    m1.caption(f"95% CI [{target.unedited.low:.3g}, {target.unedited.high:.3g}] · n={target.unedited.n} scenarios")
+    m2.metric(f"Change at strength {target.strengths[strongest]:g}", f"{effect.value:+.3g}")
+    m2.caption(f"95% CI [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios")
+    if len(result.curves) > 1:
+        m3.markdown(f"**Controls at strength {target.strengths[strongest]:g}**")
     for curve in result.curves[1:]:
         control = curve.effects[strongest]
-        m3.caption(f"**{curve.label}** on {curve.condition}: {control.value:+.3f} "
-                   f"[{control.low:+.3f}, {control.high:+.3f}] · n={control.n}")
+        m3.caption(f"{curve.label} on {curve.condition}: {control.value:+.3g} "
+                   f"[{control.low:+.3g}, {control.high:+.3g}] · n={control.n}")
     st.plotly_chart(sweep_figure(result), use_container_width=True)
     for note in result.notes:
         st.info(note)

@@ -496,7 +496,7 @@ class _EditFactory:
             elif iv.scale == "residual":
                 scale = self._residual_norm()
             elif features is not None:
-                decoder = self.ctx.sae.sae.W_dec[list(features)].float().sum(0)
+                decoder = self.ctx.sae.sae.W_dec[list(features)].detach().float().sum(0)
                 scale = self._typical_firing(tuple(features)) * float(decoder.norm())
             else:
                 scale = self._residual_norm() * 0.1

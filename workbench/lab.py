@@ -360,7 +360,8 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
                 control = build_edit(settings, model, sae, random_features, target_scenarios, scenarios, capture)
                 per_set.append(measure(model, sae, target_scenarios, control, strengths, settings.metric))
             mean_values = torch.stack(per_set).mean(0)
-            curves.append(_curve(f"random matched features ({len(random_sets)} sets, averaged)", "random",
+            sets_label = "1 set" if len(random_sets) == 1 else f"{len(random_sets)} sets, averaged"
+            curves.append(_curve(f"random matched features ({sets_label})", "random",
                                  settings.condition, strengths, mean_values, clusters, settings.seed))
 
     if settings.control_condition is not None:

@@ -1,0 +1,184 @@
+"""Hypothesis files, runs, records and verdicts, on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workbench.errors import FeatureIndexError, WorkbenchError
+from workbench.hypotheses import compare_records, parse_hypothesis, preflight, read_hypothesis, run_hypothesis
+from workbench.records import PredictionResult, decide_verdict, judge_prediction, read_record, write_record
+from workbench.stats import Estimate
+
+
+def base_hypothesis(scenario_file, **overrides) -> dict:
+    data = {
+        "name": "tiny",
+        "claim": "Features 3 and 7 carry intent.",
+        "features": [3, 7],
+        "scenarios": {"source": "file", "file": str(scenario_file), "max_per_condition": 5},
+        "contrasts": [{"name": "lie-vs-parrot", "a": "lie", "b": "parrot", "threshold": 0.8}],
+        "tests": [
+            {"name": "ablate-lies", "intervention": {"kind": "ablate"}, "condition": "lie", "metric": "p_true",
+             "comparison": ">=", "threshold": 0.1, "n_random": 2},
+            {"name": "steer-honest", "intervention": {"kind": "steer", "strengths": [1.0, 2.0]},
+             "condition": "honest", "metric": "lie_rate", "comparison": ">=", "threshold": 0.3,
+             "controls": ["random", "sign_flip"], "n_random": 1},
+        ],
+        "max_new_tokens": 3,
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture(scope="module")
+def scenario_file(tmp_path_factory):
+    from workbench.scenarios import build_contrast_set, load_facts, write_scenarios
+
+    facts = load_facts()[:60]
+    path = tmp_path_factory.mktemp("hyp") / "scenarios.jsonl"
+    write_scenarios(path, build_contrast_set(facts, seed=0))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"features": []}, "name the features"),
+        ({"tests": [{"name": "t", "intervention": {"kind": "steer", "strengths": []}, "condition": "lie",
+                     "metric": "p_true", "comparison": ">=", "threshold": 0.1}]}, "strength sweep is empty"),
+        ({"tests": [{"name": "t", "intervention": {"kind": "steer", "strengths": [1.0, float("nan")]},
+                     "condition": "lie", "metric": "p_true", "comparison": ">=", "threshold": 0.1}]}, "finite"),
+        ({"tests": [{"name": "t", "intervention": {"kind": "ablate"}, "condition": "lie", "metric": "vibes",
+                     "comparison": ">=", "threshold": 0.1}]}, "unknown metric"),
+        ({"contrasts": [], "tests": []}, "at least one prediction"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_hypotheses_say_which_field(scenario_file, change, message):
+    with pytest.raises(WorkbenchError, match=message):
+        parse_hypothesis(base_hypothesis(scenario_file, **change), "bad.yaml")
+
+
+def test_yaml_files_are_read_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(WorkbenchError, match="not valid YAML"):
+        read_hypothesis(path)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(WorkbenchError, match="mapping"):
+        read_hypothesis(tmp_path / "list.yaml")
+
+
+def test_missing_feature_or_condition_fails_before_any_compute(scenario_file, tiny_sae):
+    from workbench.hypotheses import scenario_sets
+
+    hypothesis = parse_hypothesis(base_hypothesis(scenario_file, features=[3, 9999]))
+    _, heldout = scenario_sets(hypothesis)
+    with pytest.raises(FeatureIndexError, match="out of range"):
+        preflight(hypothesis, tiny_sae, heldout)
+    needs_ignorant = parse_hypothesis(base_hypothesis(scenario_file, contrasts=[
+        {"name": "x", "a": "lie", "b": "ignorant", "threshold": 0.8}], tests=[]))
+    with pytest.raises(WorkbenchError, match="no ignorant scenarios"):
+        preflight(needs_ignorant, tiny_sae, [s for s in heldout if s.condition.value != "ignorant"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(scenario_file, tiny_model, tiny_sae, tmp_path_factory):
+    import os
+
+    os.environ["WORKBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    hypothesis = parse_hypothesis(base_hypothesis(scenario_file))
+    return hypothesis, run_hypothesis(hypothesis, path="tiny.yaml", loaded=(tiny_model, tiny_sae))
+
+
+def test_run_measures_every_prediction_with_controls(tiny_run):
+    hypothesis, record = tiny_run
+    assert [p.name for p in record.predictions] == ["lie-vs-parrot", "ablate-lies", "steer-honest"]
+    ablation = record.predictions[1]
+    assert ablation.measured.n == 5 and ablation.measured.low <= ablation.measured.value <= ablation.measured.high
+    names = [c.name for c in ablation.controls]
+    assert any(n.startswith("random features") for n in names)
+    assert "sign-flipped edit" in names
+    assert {"same edit on parrot", "same edit on honest"} <= set(names)
+    # The sweep curve starts at strength 0, where the edit is the unedited model: no effect.
+    curve = record.predictions[2].details["curve"]
+    assert curve["strengths"][0] == 0.0 and curve["target"][0]["value"] == 0.0
+    assert record.verdict in ("supported", "refuted", "inconclusive")
+    assert record.probe and {p["kind"] for p in record.probe} == {"difference_of_means", "logistic_regression"}
+    assert record.environment["packages"]["torch"]
+
+
+def test_record_round_trips_and_reruns_to_the_same_numbers(tiny_run, tiny_model, tiny_sae, tmp_path):
+    hypothesis, record = tiny_run
+    path = tmp_path / "run.json"
+    write_record(path, record)
+    loaded = read_record(path)
+    assert loaded.model_dump_json() == record.model_dump_json()
+    again = run_hypothesis(parse_hypothesis(loaded.hypothesis), path="tiny.yaml", loaded=(tiny_model, tiny_sae))
+    assert compare_records(record, again) == []
+
+
+def _prediction(low: float, high: float, comparison: str, threshold: float) -> PredictionResult:
+    measured = Estimate(value=(low + high) / 2, low=low, high=high, n=10, method="bootstrap")
+    return PredictionResult(name="p", kind="causal", description="", metric="m", comparison=comparison,
+                            threshold=threshold, measured=measured,
+                            outcome=judge_prediction(measured, comparison, threshold))
+
+
+@given(low=st.floats(-5, 5), width=st.floats(0, 5), threshold=st.floats(-5, 5))
+def test_outcome_follows_the_interval(low, width, threshold):
+    high = low + width
+    outcome = _prediction(low, high, ">=", threshold).outcome
+    if low >= threshold:
+        assert outcome == "holds"
+    elif high < threshold:
+        assert outcome == "contradicted"
+    else:
+        assert outcome == "unclear"
+    flipped = _prediction(low, high, "<=", threshold).outcome
+    assert (flipped == "holds") == (high <= threshold)
+
+
+def test_verdict_needs_every_prediction_to_hold():
+    holds, unclear, contradicted = (_prediction(0.5, 0.9, ">=", 0.2), _prediction(0.1, 0.9, ">=", 0.2),
+                                    _prediction(0.0, 0.1, ">=", 0.2))
+    assert decide_verdict([holds, holds])[0] == "supported"
+    assert decide_verdict([holds, unclear])[0] == "inconclusive"
+    assert decide_verdict([holds, unclear, contradicted])[0] == "refuted"
+    assert decide_verdict([])[0] == "inconclusive"
+
+
+def test_nan_measurements_are_unclear_and_survive_json(tmp_path):
+    nan = Estimate(value=math.nan, low=math.nan, high=math.nan, n=0, method="bootstrap")
+    assert judge_prediction(nan, ">=", 0.1) == "unclear"
+    assert Estimate.model_validate_json(nan.model_dump_json()).n == 0
+
+
+def test_shipped_hypotheses_are_valid():
+    from workbench.hypotheses import list_hypotheses
+
+    files = list_hypotheses()
+    assert len(files) >= 2
+    for path in files:
+        hypothesis = read_hypothesis(path)
+        assert hypothesis.features and (hypothesis.contrasts or hypothesis.tests)
+        assert yaml.safe_load(path.read_text())["name"] == hypothesis.name
+
+
+def test_matched_random_features_avoid_targets_and_match_density():
+    from workbench.measurements import matched_random_features
+
+    density = torch.cat([torch.full((50,), 1e-4), torch.full((50,), 1e-1)])
+    norms = torch.ones(100)
+    sets = matched_random_features([60, 61], density, norms, n_sets=3, seed=0)
+    assert len(sets) == 3
+    drawn = [f for s in sets for f in s]
+    assert not {60, 61} & set(drawn)
+    assert all(f >= 50 for f in drawn)  # same density band as the targets
+    assert len(set(drawn)) == len(drawn)

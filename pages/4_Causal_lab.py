@@ -46,10 +46,25 @@ kind = c1.radio("Intervention", ["ablate", "steer", "patch"], horizontal=True,
                 help="ablate: remove the features' decoder contribution (SAE error kept) · steer: add strength × "
                      "the features' decoder direction · patch: copy the last prompt token's activation from the "
                      "paired scenario (same fact) of another condition")
+along = "SAE features"
+if kind == "steer":
+    along = c1.radio("Steer along", ["SAE features", "probe direction"], horizontal=True,
+                     help="probe direction: difference of means of two conditions' residuals at the last prompt "
+                          "token, trained on the file's train-split scenarios (never on the scenarios it is tested on)")
+use_probe = along == "probe direction"
 features_text = c1.text_input(f"Features (indices 0 to {sae.d_sae - 1}, comma-separated)", default_features,
-                              disabled=kind == "patch", help="Pre-filled with the feature open in the explorer")
+                              disabled=kind == "patch" or use_probe, help="Pre-filled with the feature open in the explorer")
 features: tuple[int, ...] = ()
-if kind != "patch":
+probe: tuple[str, str] | None = None
+if use_probe:
+    p1, p2 = c1.columns(2)
+    positive = p1.selectbox("Probe: from", conditions, index=conditions.index("lie") if "lie" in conditions else 0)
+    negative = p2.selectbox("minus", conditions, index=conditions.index("honest") if "honest" in conditions else 0)
+    probe = (positive, negative)
+    if positive == negative:
+        c1.error("the probe needs two different conditions (e.g. lie minus honest)")
+        problems.append("probe")
+elif kind != "patch":
     try:
         features = parse_features(features_text, sae.d_sae)
     except WorkbenchError as error:
@@ -57,6 +72,15 @@ if kind != "patch":
         problems.append("features")
 position_rules = PATCH_POSITIONS if kind == "patch" else INTERVENTION_POSITIONS
 positions = c1.selectbox("Positions", position_rules, help="Which tokens are edited (never the first, the attention sink)")
+layer: int | None = None
+if kind == "patch" or use_probe:
+    sae_layer = sae.site.layer if sae.site.layer is not None else model.n_layers // 2
+    layer = int(c1.number_input("Layer (residual stream after it)", min_value=0, max_value=model.n_layers - 1,
+                                value=sae_layer, step=1,
+                                help=f"SAE features live at the SAE's site ({sae.site.name}); a probe direction or "
+                                     "a patch can act after any decoder layer"))
+    if layer == sae.site.layer:
+        layer = None
 strengths_text = c2.text_input("Strengths (a sweep)", "0, 0.5, 1" if kind != "steer" else "0, 1, 2, 4",
                                help="Comma-separated; 0 (unedited) is always included. Ablation: 1 = ablated, "
                                     "-1 = contribution doubled. Steering: multiples of one typical firing. "
@@ -73,8 +97,10 @@ if kind == "ablate":
     mode = c2.radio("Ablate to", ["zero", "mean"], horizontal=True,
                     help="mean: the feature's mean activation over the reference condition's captured tokens")
 if kind == "steer":
-    scale = c2.radio("Strength unit", ["feature", "unit"], horizontal=True,
-                     help="feature: one typical firing (mean non-zero activation × decoder norm); unit: raw residual units")
+    units = ["residual", "unit"] if use_probe else ["feature", "residual", "unit"]
+    scale = c2.radio("Strength unit", units, horizontal=True,
+                     help="feature: one typical firing (mean non-zero activation × decoder norm); residual: the mean "
+                          "residual norm at the edited site; unit: raw residual units")
 if kind == "patch" or mode == "mean":
     reference = c2.selectbox("Patch from" if kind == "patch" else "Mean over", conditions,
                              index=conditions.index("honest") if "honest" in conditions else 0)
@@ -84,7 +110,8 @@ n_scenarios = c3.number_input("Scenarios", min_value=1, max_value=200, value=8, 
 others = ["none"] + [c for c in conditions if c != condition]
 control_condition = c3.selectbox("Same edit on (control)", others, index=others.index("honest") if "honest" in others
                                  else min(1, len(others) - 1))
-n_random = c3.number_input("Random matched feature sets (control)", min_value=0, max_value=5, value=2, step=1)
+n_random = c3.number_input("Random directions (control)" if use_probe else "Random matched feature sets (control)",
+                           min_value=0, max_value=5, value=2, step=1)
 
 run = st.button("Run sweep", type="primary", disabled=bool(problems))
 if run:
@@ -92,7 +119,7 @@ if run:
                            condition=condition, n_scenarios=int(n_scenarios), metric=metric, mode=mode,
                            reference=reference, scale=scale,
                            control_condition=None if control_condition == "none" else control_condition,
-                           n_random=int(n_random))
+                           n_random=int(n_random), probe=probe, layer=layer)
     bar = st.progress(0.0, text="starting")
     try:
         density = feature_density(capture, sae.site.name, sae.d_sae) if capture is not None else None
@@ -109,10 +136,7 @@ if run:
 result = st.session_state.get("lab_result")
 if result is not None:
     s = result.settings
-    what = (f"ablating feature{'s' if len(s.features) > 1 else ''} {', '.join(map(str, s.features))}" if s.kind == "ablate"
-            else f"steering along feature{'s' if len(s.features) > 1 else ''} {', '.join(map(str, s.features))}"
-            if s.kind == "steer" else f"patching from {s.reference}")
-    st.subheader(f"Result: {what} at `{s.positions}` positions of {s.condition} scenarios")
+    st.subheader(f"Result: {s.description()}")
     target = result.target
     strongest = max(range(len(target.strengths)), key=lambda k: abs(target.strengths[k]))
     effect = target.effects[strongest]

@@ -35,9 +35,11 @@ from workbench.measurements import (
     mean_estimate,
 )
 from workbench.models import LoadedModel
+from workbench.probes import difference_of_means, residual_at_last_prompt_token
 from workbench.rendering import RenderedItem, render_conversation
 from workbench.saes import LoadedSAE
 from workbench.scenarios import Scenario, answer_matches
+from workbench.sites import layer_site
 from workbench.stats import Estimate
 
 Kind = Literal["ablate", "steer", "patch"]
@@ -107,8 +109,17 @@ class LabSettings:
     """Ablation target (mean: the feature's mean activation over ``reference`` scenarios' tokens)."""
     reference: str = "honest"
     """Mean-ablation reference condition, and the patching source condition (same fact)."""
-    scale: Literal["feature", "unit"] = "feature"
-    """Steering unit: ``feature`` = one typical firing (mean non-zero activation x decoder norm)."""
+    scale: Literal["feature", "residual", "unit"] = "feature"
+    """Steering unit: ``feature`` = one typical firing (mean non-zero activation x decoder norm);
+    ``residual`` = the mean residual norm at the edited site (last prompt token of the target
+    scenarios); ``unit`` = raw residual units."""
+    probe: tuple[str, str] | None = None
+    """Steer along a probe direction instead of SAE features: the difference of means of the
+    (positive, negative) conditions' activations at the last prompt token, on train-split
+    scenarios about known facts (never the scenarios it is tested on)."""
+    layer: int | None = None
+    """Decoder layer whose residual output is edited (steering along a probe, patching); None =
+    the SAE's site. Feature edits always happen at the SAE's site."""
     control_condition: str | None = "honest"
     """The same edit on this condition (specificity control); None to skip."""
     n_random: int = 2
@@ -117,11 +128,48 @@ class LabSettings:
     """Scenarios whose greedy answers are shown unedited and at the strongest edit."""
     seed: int = 0
 
-    def check(self, d_sae: int) -> None:
+    @property
+    def edits_features(self) -> bool:
+        """Whether the edit is defined by SAE features (ablation, or steering along their decoder)."""
+        return self.kind != "patch" and self.probe is None
+
+    def target_label(self) -> str:
+        if self.kind == "patch":
+            return f"patch from {self.reference}"
+        if self.probe is not None:
+            return f"steer along probe {self.probe[0]} - {self.probe[1]}"
+        return f"{self.kind} {', '.join(map(str, self.features))}"
+
+    def description(self) -> str:
+        """The experiment in words (e.g. ``ablating features 3, 7 at `all` positions of lie scenarios``)."""
+        plural = "s" if len(self.features) > 1 else ""
+        if self.kind == "patch":
+            what = f"patching from {self.reference}"
+        elif self.probe is not None:
+            what = f"steering along the probe direction {self.probe[0]} - {self.probe[1]}"
+        else:
+            verb = "ablating" if self.kind == "ablate" else "steering along"
+            what = f"{verb} feature{plural} {', '.join(map(str, self.features))}"
+        where = f" after layer {self.layer}" if self.layer is not None else ""
+        return f"{what}{where} at `{self.positions}` positions of {self.condition} scenarios"
+
+    def check(self, d_sae: int, n_layers: int | None = None) -> None:
         if self.kind not in KINDS:
             raise WorkbenchError(f"unknown intervention {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if self.kind != "patch" and not self.features:
+        if self.probe is not None:
+            if self.kind != "steer":
+                raise WorkbenchError("a probe direction can be steered along, not ablated or patched")
+            if self.probe[0] == self.probe[1]:
+                raise WorkbenchError("the probe needs two different conditions (e.g. lie vs honest)")
+            if self.scale == "feature":
+                raise WorkbenchError("a probe direction has no typical firing: use the residual or unit scale")
+        elif self.kind != "patch" and not self.features:
             raise WorkbenchError("name at least one feature to ablate or steer along")
+        if self.layer is not None and self.kind == "ablate":
+            raise WorkbenchError("ablation edits SAE features, which live at the SAE's site: leave the layer unset")
+        if self.layer is not None and self.kind == "steer" and self.probe is None:
+            raise WorkbenchError("SAE features are steered at the SAE's site: pick a probe direction to steer at "
+                                 "another layer")
         for feature in self.features:
             if not 0 <= feature < d_sae:
                 raise WorkbenchError(f"feature {feature} is out of range: this SAE has {d_sae} features (0 to {d_sae - 1})")
@@ -132,6 +180,9 @@ class LabSettings:
             raise WorkbenchError(f"unknown metric {self.metric!r}; choose one of {', '.join(LOGIT_METRICS)}")
         if self.n_scenarios < 1:
             raise WorkbenchError("use at least one scenario")
+        if self.layer is not None and n_layers is not None and not 0 <= self.layer < n_layers:
+            raise WorkbenchError(f"layer {self.layer} is out of range: this model has {n_layers} layers "
+                                 f"(0 to {n_layers - 1})")
         check_strengths(self.strengths)
 
 
@@ -268,29 +319,68 @@ def paired_sources(scenarios: Sequence[Scenario], pool: Sequence[Scenario], cond
 # ----------------------------------------------------------------------------- the sweep
 
 
+def edit_site(settings: LabSettings, model: LoadedModel, sae: LoadedSAE) -> str:
+    """The site the edit acts on: the SAE's, or the residual stream after the chosen layer."""
+    if settings.edits_features or settings.layer is None:
+        return sae.site.name
+    return layer_site(settings.layer, model.hf_model).name
+
+
+def probe_direction(model: LoadedModel, site: str, scenarios: Sequence[Scenario], positive: str, negative: str,
+                    max_per_condition: int = 64) -> torch.Tensor:
+    """Difference-of-means direction (positive minus negative condition, unit norm, ``[d_model]``)
+    at the site's last prompt token, from train-split scenarios about known facts."""
+    train = [s for s in scenarios if s.split.value == "train" and s.fact_known is not False]
+    groups = [[s for s in train if s.condition.value == c][:max_per_condition] for c in (positive, negative)]
+    if min(len(g) for g in groups) < 2:
+        raise WorkbenchError(f"the probe needs at least 2 train-split scenarios of {positive} and of {negative} about "
+                             f"known facts; the scenario file has {len(groups[0])} and {len(groups[1])}")
+    acts = residual_at_last_prompt_token(model, site, [_render(model, s) for s in groups[0] + groups[1]])
+    return difference_of_means(acts[: len(groups[0])], acts[len(groups[0]) :])
+
+
+def steering_scale(settings: LabSettings, model: LoadedModel, sae: LoadedSAE, features: Sequence[int],
+                   scenarios: Sequence[Scenario], capture: Any = None) -> float:
+    """Residual units per unit of strength (see ``LabSettings.scale``)."""
+    if settings.scale == "unit":
+        return 1.0
+    if settings.scale == "residual":
+        acts = residual_at_last_prompt_token(model, edit_site(settings, model, sae), [_render(model, s) for s in scenarios])
+        return float(acts.norm(dim=1).mean())
+    typical = sum(mean_nonzero(capture, sae.site.name, features)) if capture is not None else 1.0
+    return typical * float(sae.sae.W_dec[list(features)].detach().float().sum(0).norm())
+
+
 def build_edit(settings: LabSettings, model: LoadedModel, sae: LoadedSAE, features: Sequence[int],
-               scenarios: Sequence[Scenario], pool: Sequence[Scenario], capture: Any = None):
-    """The edit object for one set of features (the target's or a random control's)."""
-    site = sae.site.name
+               scenarios: Sequence[Scenario], pool: Sequence[Scenario], capture: Any = None, *,
+               direction: torch.Tensor | None = None, scale: float | None = None):
+    """The edit object for one set of features (the target's or a random control's), or for a
+    given steering ``direction`` (a probe's or a random one) at ``scale``."""
     if settings.kind == "ablate":
-        means = mean_activation(capture, site, features, settings.reference) if settings.mode == "mean" else None
+        means = mean_activation(capture, sae.site.name, features, settings.reference) if settings.mode == "mean" else None
         return Ablation(features=tuple(features), mode=settings.mode, mean_values=means, positions=settings.positions)
     if settings.kind == "steer":
-        direction = feature_direction(sae, features)
-        scale = 1.0
-        if settings.scale == "feature":
-            typical = sum(mean_nonzero(capture, site, features)) if capture is not None else 1.0
-            scale = typical * float(sae.sae.W_dec[list(features)].detach().float().sum(0).norm())
+        if direction is None:
+            direction = feature_direction(sae, features)
+        if scale is None:
+            scale = steering_scale(settings, model, sae, features, scenarios, capture)
         return Steering(direction=direction, scale=scale, positions=settings.positions)
     sources = paired_sources(scenarios, pool, settings.reference)
     return Patch(source=tuple(_render(model, s) for s in sources), positions="last_prompt_token")
 
 
+def _located(sae: LoadedSAE, site: str | None) -> dict[str, Any]:
+    """Where an edit acts, as the keyword arguments of ``edited_logits``/``edited_generate``: the
+    SAE (its site) unless another site is named."""
+    return {"sae": sae} if site is None or site == sae.site.name else {"site": site}
+
+
 def measure(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], edit, strengths: Sequence[float],
-            metric: str) -> torch.Tensor:
-    """The metric per scenario and strength ([n, k]) under the edit."""
+            metric: str, site: str | None = None) -> torch.Tensor:
+    """The metric per scenario and strength ([n, k]) under the edit (at ``site``; default the SAE's)."""
     items = [_render(model, s) for s in scenarios]
-    logits = edited_logits(model, items, edit, sae=sae, strengths=strengths, item_ids=[s.id for s in scenarios])
+    logits = edited_logits(model, items, edit, strengths=strengths, item_ids=[s.id for s in scenarios],
+                           **_located(sae, site))
     true_ids = torch.tensor([first_answer_token(model.tokenizer, s.true_answer) for s in scenarios])
     false_ids = torch.tensor([first_answer_token(model.tokenizer, s.false_answer or s.true_answer) for s in scenarios])
     return logit_metrics(logits, true_ids, false_ids)[metric]
@@ -314,7 +404,7 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
     typical firings for steering and means for mean ablation; without it random controls are
     skipped. Never leaves hooks on the model: every edit lives inside one nnsight trace.
     """
-    settings.check(sae.d_sae)
+    settings.check(sae.d_sae, model.n_layers)
     say = progress or (lambda message, fraction: None)
     strengths = sorted({float(s) for s in settings.strengths} | {0.0})
     target_scenarios = choose_scenarios(scenarios, settings.condition, settings.n_scenarios)
@@ -329,11 +419,28 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
         say(message, done / steps)
         done += 1
 
+    site = edit_site(settings, model, sae)
+    direction = None
+    # one scale for the target and every control, except per feature set on the feature scale
+    scale = steering_scale(settings, model, sae, features, target_scenarios, capture) \
+        if settings.kind == "steer" and settings.scale != "feature" else None
+    if settings.probe is not None:
+        say(f"probe direction {settings.probe[0]} - {settings.probe[1]} at {site} (train split)", 0.0)
+        direction = probe_direction(model, site, scenarios, *settings.probe)
+        notes.append(f"probe direction: difference of means {settings.probe[0]} - {settings.probe[1]} at {site}, "
+                     f"train-split scenarios; 1 strength unit = {scale:.3g} residual units")
+
+    def edit_for(chosen: Sequence[Scenario], random_features: Sequence[int] | None = None,
+                 random_direction: torch.Tensor | None = None):
+        if random_direction is not None:
+            return build_edit(settings, model, sae, (), chosen, scenarios, capture, direction=random_direction,
+                              scale=scale)
+        return build_edit(settings, model, sae, features if random_features is None else random_features, chosen,
+                          scenarios, capture, direction=direction, scale=scale)
+
     step(f"target: {settings.kind} on {len(target_scenarios)} {settings.condition} scenarios x {len(strengths)} strengths")
-    edit = build_edit(settings, model, sae, features, target_scenarios, scenarios, capture)
-    values = measure(model, sae, target_scenarios, edit, strengths, settings.metric)
-    label = f"{settings.kind} {', '.join(map(str, features))}" if settings.kind != "patch" else f"patch from {settings.reference}"
-    curves = [_curve(label, "target", settings.condition, strengths, values, clusters, settings.seed)]
+    values = measure(model, sae, target_scenarios, edit_for(target_scenarios), strengths, settings.metric, site)
+    curves = [_curve(settings.target_label(), "target", settings.condition, strengths, values, clusters, settings.seed)]
 
     random_sets: list[tuple[int, ...]] = []
     if settings.n_random > 0:
@@ -343,11 +450,22 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
             sources = paired_sources(shuffled, scenarios, settings.reference)
             control = Patch(source=tuple(_render(model, s) for s in sources), positions="last_prompt_token")
             if len(target_scenarios) > 1:
-                control_values = measure(model, sae, target_scenarios, control, strengths, settings.metric)
+                control_values = measure(model, sae, target_scenarios, control, strengths, settings.metric, site)
                 curves.append(_curve("patch from another fact", "random", settings.condition, strengths, control_values,
                                      clusters, settings.seed))
             else:
                 notes.append("the patching control needs at least two scenarios")
+        elif settings.probe is not None:
+            per_set = []
+            for index in range(settings.n_random):
+                step(f"random control {index + 1}/{settings.n_random}: a random direction of the same scale")
+                generator = torch.Generator().manual_seed(settings.seed + index)
+                random_direction = torch.randn(model.d_model, generator=generator)
+                per_set.append(measure(model, sae, target_scenarios, edit_for(target_scenarios, random_direction=random_direction),
+                                       strengths, settings.metric, site))
+            sets_label = "1 direction" if settings.n_random == 1 else f"{settings.n_random} directions, averaged"
+            curves.append(_curve(f"random directions ({sets_label})", "random", settings.condition, strengths,
+                                 torch.stack(per_set).mean(0), clusters, settings.seed))
         elif density is None:
             notes.append("random controls skipped: no feature densities (capture the scenarios first)")
         else:
@@ -357,8 +475,8 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
             per_set = []
             for index, random_features in enumerate(random_sets):
                 step(f"random control {index + 1}/{len(random_sets)}: features {', '.join(map(str, random_features))}")
-                control = build_edit(settings, model, sae, random_features, target_scenarios, scenarios, capture)
-                per_set.append(measure(model, sae, target_scenarios, control, strengths, settings.metric))
+                control = edit_for(target_scenarios, random_features=random_features)
+                per_set.append(measure(model, sae, target_scenarios, control, strengths, settings.metric, site))
             mean_values = torch.stack(per_set).mean(0)
             sets_label = "1 set" if len(random_sets) == 1 else f"{len(random_sets)} sets, averaged"
             curves.append(_curve(f"random matched features ({sets_label})", "random",
@@ -371,11 +489,11 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
             step(f"same edit on {settings.control_condition}")
             try:
                 others = choose_scenarios(scenarios, settings.control_condition, settings.n_scenarios)
-                other_edit = build_edit(settings, model, sae, features, others, scenarios, capture)
+                other_edit = edit_for(others)
             except WorkbenchError as error:
                 notes.append(f"other-condition control skipped: {error}")
             else:
-                other_values = measure(model, sae, others, other_edit, strengths, settings.metric)
+                other_values = measure(model, sae, others, other_edit, strengths, settings.metric, site)
                 curves.append(_curve(f"same edit on {settings.control_condition}", "other condition",
                                      settings.control_condition, strengths, other_values,
                                      [s.fact_id for s in others], settings.seed))
@@ -386,9 +504,8 @@ def run_lab(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], s
         shown = target_scenarios[: settings.n_generations]
         step(f"generating {len(shown)} answers unedited and at strength {strongest:g}")
         if strongest != 0:
-            gen_edit = build_edit(settings, model, sae, features, shown, scenarios, capture)
-            answers = edited_generate(model, [_render(model, s) for s in shown], gen_edit, sae=sae,
-                                      strengths=[0.0, strongest], max_new_tokens=max_new_tokens)
+            answers = edited_generate(model, [_render(model, s) for s in shown], edit_for(shown),
+                                      strengths=[0.0, strongest], max_new_tokens=max_new_tokens, **_located(sae, site))
             for scenario, (before, after) in zip(shown, answers):
                 question = next((m.content for m in reversed(scenario.messages) if m.role == "user"), "")
                 generations.append(Generation(scenario_id=scenario.id, question=question,
@@ -410,6 +527,8 @@ def hypothesis_from_lab(settings: LabSettings, *, name: str, claim: str, compari
     Raises ``WorkbenchError`` listing every invalid field (e.g. an empty name)."""
     from workbench.hypotheses import parse_hypothesis
 
+    if settings.layer is not None:
+        raise WorkbenchError("hypothesis files edit at the SAE's site: unset the layer to save this experiment")
     strengths = [s for s in settings.strengths if s != 0.0] or [1.0]
     intervention: dict[str, Any] = {"kind": settings.kind, "strengths": strengths, "positions": settings.positions}
     if settings.kind == "ablate":
@@ -427,7 +546,12 @@ def hypothesis_from_lab(settings: LabSettings, *, name: str, claim: str, compari
     if at_strength is not None:
         test["at_strength"] = at_strength
     data: dict[str, Any] = {"name": name.strip(), "claim": claim.strip(), "model": model_ref, "sae": sae_ref,
-                            "features": list(settings.features), "tests": [test], "seed": settings.seed}
+                            "tests": [test], "seed": settings.seed}
+    if settings.probe is not None:
+        data["direction"] = {"probe": "difference_of_means", "positive": settings.probe[0],
+                             "negative": settings.probe[1]}
+    else:
+        data["features"] = list(settings.features)
     if scenarios_file:
         data["scenarios"] = {"source": "file", "file": scenarios_file}
     if not data["name"]:

@@ -92,6 +92,21 @@ def test_causal_lab_runs_a_sweep_with_controls(tiny_setup):
     assert any("same edit on" in e for e in numbers["edit"]) and any("random" in e for e in numbers["edit"])
 
 
+def test_causal_lab_steers_along_a_probe_direction_at_another_layer(tiny_setup):
+    app = run_page("pages/4_Causal_lab.py", tiny_setup)
+    widget(app.radio, "Intervention").set_value("steer").run()
+    widget(app.radio, "Steer along").set_value("probe direction").run()
+    assert widget(app.text_input, "Features").disabled
+    widget(app.number_input, "Layer").set_value(0)
+    widget(app.number_input, "Scenarios").set_value(3)
+    widget(app.number_input, "Random directions").set_value(1)
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    assert any("probe direction lie - honest after layer 0" in h.value for h in app.subheader)
+    numbers = app.dataframe[0].value
+    assert set(numbers["n"]) == {3} and any("random directions" in e for e in numbers["edit"])
+
+
 @pytest.mark.parametrize("field, text, message", [("Strengths", "1, abc", "not a number"), ("Strengths", " ", "empty"),
                                                   ("Strengths", "1, inf", "not finite"),
                                                   ("Features", "5, 4000", "out of range")])

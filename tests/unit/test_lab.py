@@ -138,3 +138,47 @@ def test_a_lab_experiment_becomes_a_valid_hypothesis(tmp_path):
     with pytest.raises(WorkbenchError, match="comparison"):
         hypothesis_from_lab(settings, name="h", claim="c", comparison="=>", threshold=0.05, model_ref=model_ref,
                             sae_ref=sae_ref)
+
+
+def test_steering_along_a_probe_direction_at_a_chosen_layer(tiny_model, tiny_sae, tiny_scenarios):
+    settings = LabSettings(features=(), kind="steer", probe=("lie", "honest"), layer=0, scale="residual",
+                           strengths=(0.0, 2.0), condition="honest", n_scenarios=3, control_condition="parrot",
+                           n_random=2, n_generations=1)
+    result = run_lab(tiny_model, tiny_sae, tiny_scenarios, settings, max_new_tokens=2)
+    assert [c.role for c in result.curves] == ["target", "random", "other condition"]
+    assert result.target.label == "steer along probe lie - honest"
+    assert "random directions (2 directions, averaged)" == result.curves[1].label
+    assert result.target.effects[0].value == 0.0
+    assert not math.isclose(result.target.effects[1].value, 0.0, abs_tol=1e-9)
+    assert any("model.layers.0" in note for note in result.notes)
+    # the layer is really the one edited: the same probe steered after another layer differs
+    elsewhere = run_lab(tiny_model, tiny_sae, tiny_scenarios, LabSettings(**{**settings.__dict__, "layer": 2,
+                                                                             "n_random": 0, "n_generations": 0}))
+    assert elsewhere.target.effects[1].value != result.target.effects[1].value
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"kind": "ablate", "probe": ("lie", "honest")}, "steered along, not ablated"),
+    ({"kind": "steer", "probe": ("lie", "lie"), "scale": "unit"}, "two different conditions"),
+    ({"kind": "steer", "probe": ("lie", "honest"), "scale": "feature"}, "no typical firing"),
+    ({"kind": "steer", "probe": ("lie", "honest"), "scale": "unit", "layer": 7}, "layer 7 is out of range.*3 layers"),
+    ({"kind": "ablate", "features": (1,), "layer": 0}, "leave the layer unset"),
+    ({"kind": "steer", "features": (1,), "layer": 0}, "pick a probe direction"),
+])
+def test_bad_probe_and_layer_settings_say_what_to_do(changes, words, tiny_model, tiny_sae, tiny_scenarios):
+    settings = LabSettings(**{"features": (), **changes})
+    with pytest.raises(WorkbenchError, match=words):
+        run_lab(tiny_model, tiny_sae, tiny_scenarios, settings)
+
+
+def test_a_probe_experiment_becomes_a_direction_hypothesis():
+    model_ref, sae_ref = model_and_sae_refs(ModelSpec(source="some/folder"), SAESpec(path="saes/x"))
+    settings = LabSettings(features=(), kind="steer", probe=("lie", "honest"), scale="residual",
+                           strengths=(0.0, 0.5), condition="honest")
+    hypothesis = hypothesis_from_lab(settings, name="probe", claim="the lie direction induces lies", comparison=">=",
+                                     threshold=0.1, model_ref=model_ref, sae_ref=sae_ref)
+    assert hypothesis.features == [] and hypothesis.direction.positive == "lie"
+    assert hypothesis.tests[0].intervention.scale == "residual"
+    with pytest.raises(WorkbenchError, match="unset the layer"):
+        hypothesis_from_lab(LabSettings(**{**settings.__dict__, "layer": 1}), name="p", claim="c", comparison=">=",
+                            threshold=0.1, model_ref=model_ref, sae_ref=sae_ref)

@@ -34,5 +34,7 @@ test: install chromium
 test-fast: install
 	$(PY) -m pytest -m "not slow and not browser"
 
-bench: install
+bench: install chromium
 	$(PY) bench/run.py
+	$(PY) bench/steering.py
+	$(PY) bench/app.py

@@ -21,12 +21,16 @@ acts = capture.site(site)
 counts = acts.features.long().bincount(minlength=sae.d_sae)
 ranked = [int(f) for f in counts.argsort(descending=True)[:50] if counts[f] > 0]
 left, right = st.columns([1, 2])
-feature = left.number_input(f"Feature index (0 to {sae.d_sae - 1})", min_value=0, max_value=sae.d_sae - 1,
-                            value=min(int(st.session_state.feature), sae.d_sae - 1), step=1)
+# The box keeps its own state (a key), so no entry is lost; another page that opens a feature
+# (st.session_state.feature) moves it there.
+if st.session_state.get("explorer_feature") is None or st.session_state.get("explorer_synced") != st.session_state.feature:
+    st.session_state.explorer_feature = min(int(st.session_state.feature), sae.d_sae - 1)
+feature = left.number_input(f"Feature index (0 to {sae.d_sae - 1})", min_value=0, max_value=sae.d_sae - 1, step=1,
+                            key="explorer_feature")
 picked = right.selectbox("...or pick one of the most frequent features", ["—"] + [f"{f} ({int(counts[f])} tokens)" for f in ranked])
 if picked != "—":
     feature = int(picked.split()[0])
-st.session_state.feature = int(feature)
+st.session_state.feature = st.session_state.explorer_synced = int(feature)
 
 try:
     evidence = feature_evidence(capture, site, int(feature), top_k=5, model=model, sae=sae)

@@ -58,6 +58,17 @@ def test_feature_explorer(tiny_setup):
     assert not app.error
 
 
+def test_feature_explorer_takes_every_entry_and_follows_other_pages(tiny_setup):
+    app = run_page("pages/2_Feature_explorer.py", tiny_setup)
+    for feature in (5, 7, 9):  # consecutive entries: none may be dropped
+        app.number_input[0].set_value(feature).run()
+        assert any(f"Feature {feature} " in s.value for s in app.subheader), feature
+    app.session_state["feature"] = 11  # as the contrast page's "Open feature in the explorer" does
+    app.run()
+    assert app.number_input[0].value == 11
+    assert any("Feature 11 " in s.value for s in app.subheader)
+
+
 def test_contrast_page(tiny_setup):
     app = run_page("pages/3_Contrast.py", tiny_setup | {"per_condition": 8})
     assert not app.exception

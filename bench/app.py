@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 # The app runs in the environment the user gave this script: copied before bench/run.py sets
-# OMP_WAIT_POLICY for its own torch (``make app`` does not set it either).
+# OMP_WAIT_POLICY for its own torch (the app sets it on importing workbench unless this environment does).
 APP_ENV = dict(os.environ)
 
 ROOT = Path(__file__).resolve().parent.parent

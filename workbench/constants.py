@@ -34,6 +34,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIOS = REPO_ROOT / "scenarios" / "default.jsonl"
 
 
+def repo_relative(value: str | None) -> str | None:
+    """A path inside the repository as a path relative to its root (records and reports stay
+    portable across clones); anything else unchanged."""
+    if not value or not Path(value).is_absolute():
+        return value
+    try:
+        return Path(value).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return value
+
+
 def cache_dir() -> Path:
     """The per-user cache folder (``$WORKBENCH_CACHE_DIR`` or ``~/.cache/intent-workbench``)."""
     override = os.environ.get(CACHE_DIR_ENV)

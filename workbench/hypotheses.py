@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from workbench.constants import DEFAULT_SCENARIOS, REPO_ROOT
+from workbench.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
 from workbench.errors import WorkbenchError
 from workbench.measurements import (
     GENERATION_METRICS,
@@ -725,6 +725,12 @@ def _probe_baseline(ctx: _Context) -> tuple[list[dict[str, Any]], torch.Tensor |
     return [r.model_dump() for r in results], direction
 
 
+def _portable(spec: dict[str, Any]) -> dict[str, Any]:
+    """A model or SAE spec with its paths inside the repository written relative to it."""
+    return {key: repo_relative(value) if key in ("source", "adapter", "gguf_file", "path") and isinstance(value, str)
+            else value for key, value in spec.items()}
+
+
 def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: str | None = None,
                    progress: Progress | None = None, loaded=None) -> RunRecord:
     """Execute a hypothesis: contrasts, causal tests with controls, probe baseline → a run record."""
@@ -752,8 +758,8 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
         hypothesis=hypothesis.model_dump(mode="json"),
         hypothesis_path=path,
         setup={
-            "model": model.spec.to_dict(), "model_identity": model.identity, "model_name": model.spec.display_name,
-            "sae": sae.spec.to_dict(), "sae_identity": sae.identity, "site": sae.site.name, "d_sae": sae.d_sae,
+            "model": _portable(model.spec.to_dict()), "model_identity": model.identity, "model_name": model.spec.display_name,
+            "sae": _portable(sae.spec.to_dict()), "sae_identity": sae.identity, "site": sae.site.name, "d_sae": sae.d_sae,
             "scenarios": hypothesis.scenarios.model_dump(), "heldout_hash": scenario_set_hash(heldout),
             "train_hash": scenario_set_hash(train), "seed": hypothesis.seed,
         },

@@ -182,3 +182,12 @@ def test_matched_random_features_avoid_targets_and_match_density():
     assert not {60, 61} & set(drawn)
     assert all(f >= 50 for f in drawn)  # same density band as the targets
     assert len(set(drawn)) == len(drawn)
+
+
+def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
+    from workbench.constants import REPO_ROOT, repo_relative
+
+    assert repo_relative(str(REPO_ROOT / "organisms" / "smollm2-liar")) == "organisms/smollm2-liar"
+    assert repo_relative(str(tmp_path)) == str(tmp_path)  # outside: kept as given
+    assert repo_relative("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert repo_relative(None) is None

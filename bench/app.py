@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make bench/ and the package importable
     sys.path.insert(0, str(ROOT))
 
-from bench.run import RESULTS_PATH, print_table, record  # noqa: E402
+from bench.run import RESULTS_PATH, record_and_show  # noqa: E402
+from ui.serve import CHROMIUM_ARGS, chromium_path, free_port, start_streamlit, stop, wait_healthy  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
 COLD_TARGET_S = 15.0
 INTERACTION_TARGET_S = 0.5
 HOME_READY_TEXT = "Residual width"  # the Home page's model summary, shown once model and SAE are loaded
@@ -63,50 +59,6 @@ SHOWN_OR_DROPPED_JS = """(feature) => {
   const box = document.querySelector('input[aria-label^="Feature index"]');
   return box && box.value !== String(feature) ? "dropped" : false;
 }"""
-
-
-def chromium_path() -> str | None:
-    return os.environ.get("WORKBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def start_streamlit(script: Path, port: int, log: Path) -> subprocess.Popen:
-    """``streamlit run script`` as ``make app`` starts it (headless, local only), from the repository root."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-             "--server.address", "localhost", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=APP_ENV, stdout=out, stderr=subprocess.STDOUT,
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
 
 
 # ----------------------------------------------------------------------------- CPU time
@@ -230,7 +182,7 @@ def launch_to_render(browser: Any, script: Path, ready_text: str, log: Path,
     runs.attach(page)
     cpu_before = cpu_seconds(-1)  # the browser's so far (no server yet)
     started = time.perf_counter()
-    process = start_streamlit(script, port, log)
+    process = start_streamlit(script, port, log=log, env=APP_ENV)
     try:
         wait_healthy(url, process, timeout=timeout_s)
         healthy = time.perf_counter()
@@ -383,7 +335,7 @@ def bench_explorer(browser: Any, n_interactions: int, log: Path, screenshot: Pat
     features = available[:n_interactions]
     port = free_port()
     url = f"http://localhost:{port}"
-    process = start_streamlit(ROOT / "Home.py", port, log)
+    process = start_streamlit(ROOT / "Home.py", port, log=log, env=APP_ENV)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     runs = ScriptRuns()
     runs.attach(page)
@@ -534,25 +486,17 @@ def main(argv: list[str] | None = None) -> int:
         entry["load_average_1min_at_start"] = round(load_before, 2)
         entry["cpu_count"] = os.cpu_count()
         entry["omp_wait_policy"] = APP_ENV.get("OMP_WAIT_POLICY")
-    record(entries, args.results)
-    print()
-    print_table(entries)
-    for entry in entries:
+    def detail_line(entry: dict[str, Any]) -> str:
         if entry["name"] == "app_cold_start":
-            print(f"\napp_cold_start: per run {entry['spread']['per_run']} s; bare streamlit "
-                  f"{entry['bare_streamlit_s']} s; phases {entry['phases_median_s']}; "
-                  f"CPU s {entry['cpu_seconds_median']}")
             steps = ", ".join(f"{k} {v:.2f} s" for k, v in entry["load_breakdown_s"].items())
-            print(f"  load steps (fresh interpreter): {steps}")
-        else:
-            print(f"\n{entry['name']}: per interaction {entry['per_interaction_s']} s "
-                  f"({entry['dropped_entries']} dropped entries; last entry alone {entry['last_entry_s']} s); "
-                  f"phases {entry['phases_median_s']}; CPU s {entry['cpu_seconds_median']}")
-    try:
-        shown = args.results.resolve().relative_to(ROOT)
-    except ValueError:
-        shown = args.results
-    print(f"\nwrote {shown}")
+            return (f"app_cold_start: per run {entry['spread']['per_run']} s; bare streamlit "
+                    f"{entry['bare_streamlit_s']} s; phases {entry['phases_median_s']}; "
+                    f"CPU s {entry['cpu_seconds_median']}\n  load steps (fresh interpreter): {steps}")
+        return (f"{entry['name']}: per interaction {entry['per_interaction_s']} s "
+                f"({entry['dropped_entries']} dropped entries; last entry alone {entry['last_entry_s']} s); "
+                f"phases {entry['phases_median_s']}; CPU s {entry['cpu_seconds_median']}")
+
+    record_and_show(entries, args.results, detail_line)
     return 0
 
 

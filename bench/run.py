@@ -70,6 +70,23 @@ def record(entries: Sequence[dict[str, Any]], path: Path = RESULTS_PATH) -> list
     return merged
 
 
+def record_and_show(entries: Sequence[dict[str, Any]], path: Path,
+                    detail: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+    """Record the entries, print the table, a detail line per entry, and where they went."""
+    record(entries, path)
+    print()
+    print_table(entries)
+    for entry in entries:
+        line = detail(entry) if detail else None
+        if line:
+            print(f"\n{line}")
+    try:
+        shown = path.resolve().relative_to(ROOT)
+    except ValueError:
+        shown = path
+    print(f"\nwrote {shown}")
+
+
 def passes(entry: dict[str, Any]) -> bool | None:
     """Whether an entry meets its target (direction from ``better``, default higher)."""
     if entry.get("ratio") is None or entry.get("target") is None:
@@ -427,20 +444,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for entry in entries:
         entry["quick"] = bool(args.quick)
         entry["load_average_1min"] = round(os.getloadavg()[0], 2)
-    record(entries, args.results)
-    print()
-    print_table(entries)
-    for entry in entries:
-        if "spread" in entry:
-            spread = entry["spread"]
-            print(f"\n{entry['name']}: workbench {spread['value_min_max'][0]:,.0f}..{spread['value_min_max'][1]:,.0f} "
-                  f"tok/s, bare {spread['baseline_min_max'][0]:,.0f}..{spread['baseline_min_max'][1]:,.0f} tok/s, "
-                  f"ratio per run {spread['ratio_per_run']}; CPU-time ratio {entry['ratio_cpu_time']}")
-    try:
-        shown = args.results.resolve().relative_to(ROOT)
-    except ValueError:
-        shown = args.results
-    print(f"\nwrote {shown}")
+    def spread_line(entry: dict[str, Any]) -> str | None:
+        if "spread" not in entry:
+            return None
+        spread = entry["spread"]
+        return (f"{entry['name']}: workbench {spread['value_min_max'][0]:,.0f}..{spread['value_min_max'][1]:,.0f} "
+                f"tok/s, bare {spread['baseline_min_max'][0]:,.0f}..{spread['baseline_min_max'][1]:,.0f} tok/s, "
+                f"ratio per run {spread['ratio_per_run']}; CPU-time ratio {entry['ratio_cpu_time']}")
+
+    record_and_show(entries, args.results, spread_line)
     return 0
 
 

@@ -42,8 +42,7 @@ from bench.run import (  # noqa: E402
     bench_scenarios,
     load_bench_sae,
     load_default_model,
-    print_table,
-    record,
+    record_and_show,
 )
 
 import torch  # noqa: E402
@@ -324,20 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry["sae"] = sae_label
         entry["quick"] = bool(args.quick)
         entry["load_average_1min"] = round(os.getloadavg()[0], 2)
-    record(entries, args.results)
-
-    print()
-    print_table(entries)
-    for entry in entries:
+    def spread_line(entry: dict[str, Any]) -> str:
         spread = entry["spread"]
-        print(f"\n{entry['name']}: batched {spread['value_min_max'][0]:.2f}..{spread['value_min_max'][1]:.2f} rows/s, "
-              f"baseline {spread['baseline_min_max'][0]:.2f}..{spread['baseline_min_max'][1]:.2f} rows/s, "
-              f"ratio per run {spread['ratio_per_run']}; CPU-time ratio {entry['ratio_cpu_time']}")
-    try:
-        shown = args.results.resolve().relative_to(ROOT)
-    except ValueError:
-        shown = args.results
-    print(f"\nwrote {shown}")
+        return (f"{entry['name']}: batched {spread['value_min_max'][0]:.2f}..{spread['value_min_max'][1]:.2f} rows/s, "
+                f"baseline {spread['baseline_min_max'][0]:.2f}..{spread['baseline_min_max'][1]:.2f} rows/s, "
+                f"ratio per run {spread['ratio_per_run']}; CPU-time ratio {entry['ratio_cpu_time']}")
+
+    record_and_show(entries, args.results, spread_line)
     return 0
 
 

@@ -100,3 +100,44 @@ def test_bad_sweeps_fail_before_compute(tiny_model, tiny_sae, items):
         last_prompt_logits(tiny_model, items, sae=tiny_sae, steering=steering, strengths=[1.0, float("nan")])
     with pytest.raises(WorkbenchError, match="out of range"):
         feature_direction(tiny_sae, [999])
+
+
+def hooked_greedy(model, item, hook, n_tokens: int) -> list[int]:
+    """Greedy decoding one token at a time, re-running the whole sequence with a hand-written hook."""
+    ids = list(item.input_ids)
+    out = []
+    for _ in range(n_tokens):
+        handle = model.hf_model.get_submodule("model.layers.1").register_forward_hook(hook) if hook else None
+        with torch.no_grad():
+            token = int(model.hf_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+        if handle:
+            handle.remove()
+        ids.append(token)
+        out.append(token)
+    return out
+
+
+def test_edited_generation_matches_hand_written_greedy_decoding(tiny_model, tiny_sae, tiny_tokenizer, items):
+    from workbench.interventions import edited_generate
+
+    direction = feature_direction(tiny_sae, [3])
+    steering = Steering(direction=direction, scale=4.0, positions="all")
+    answers = edited_generate(tiny_model, items, steering, sae=tiny_sae, strengths=[0.0, 2.0], max_new_tokens=4)
+
+    def steer_hook(_module, _args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        edited = hidden.clone()
+        edited[:, 1:] += 2.0 * 4.0 * direction / direction.norm()  # every position but the attention sink
+        return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+    stop = {tiny_tokenizer.convert_tokens_to_ids("<|im_end|>"), tiny_tokenizer.eos_token_id}
+    for item, (unedited, steered) in zip(items, answers):
+        for hook, got in ((None, unedited), (steer_hook, steered)):
+            tokens = hooked_greedy(tiny_model, item, hook, 4)
+            kept = []
+            for token in tokens:
+                if token in stop:
+                    break
+                kept.append(token)
+            assert got == tiny_tokenizer.decode(kept, skip_special_tokens=True).strip()
+    assert any(a != b for a, b in answers), "the steering should change some answer"

@@ -192,6 +192,38 @@ def _source_activations(model: LoadedModel, site, sources: Sequence[RenderedItem
     return out
 
 
+def _patch_sources(edit: Patch, items: Sequence[RenderedItem], source_acts: Sequence[torch.Tensor],
+                   width: int) -> torch.Tensor:
+    """The patching source of every row, aligned with the edited items (``[rows, width, d_in]``)."""
+    source = torch.zeros(len(items), width, source_acts[0].shape[-1], dtype=source_acts[0].dtype)
+    for row, item in enumerate(items):
+        src = source_acts[row]
+        if edit.positions == "last_prompt_token":
+            source[row, item.prompt_length - 1] = src[-1]
+        else:
+            n = min(item.n_tokens, src.shape[0])
+            source[row, :n] = src[:n]
+    return source
+
+
+def _edit_site(model: LoadedModel, site, edit: Edit, sae: LoadedSAE | None, mask: torch.Tensor,
+               row_strengths: torch.Tensor, source: torch.Tensor | None) -> None:
+    """Inside a trace: replace the site's output by its edited version (``mask`` ``[rows, pos]``)."""
+    envoy = model.envoy(site)
+    acts = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
+    if isinstance(edit, Ablation):
+        new = ablate(acts, sae, edit, mask, row_strengths)
+    elif isinstance(edit, Steering):
+        new = steer(acts, edit, row_strengths, mask)
+    else:
+        weight = (row_strengths[:, None, None] * mask[..., None]).to(acts.dtype)
+        new = acts + weight * (source.to(acts.dtype) - acts)
+    if isinstance(envoy.output, tuple):
+        envoy.output = (new, *envoy.output[1:])
+    else:
+        envoy.output = new
+
+
 def _edited_forward(
     model: LoadedModel,
     items: Sequence[RenderedItem],
@@ -215,28 +247,9 @@ def _edited_forward(
     with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
                                          remote=model.spec.remote):
         if edit is not None:
-            envoy = model.envoy(site)
-            acts = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
-            if isinstance(edit, Ablation):
-                new = ablate(acts, sae, edit, _masks(items, edit.positions, width), row_strengths)
-            elif isinstance(edit, Steering):
-                new = steer(acts, edit, row_strengths, _masks(items, edit.positions, width))
-            else:
-                source = torch.zeros_like(acts)
-                mask = _masks(items, edit.positions, width)
-                for row, item in enumerate(items):
-                    src = source_acts[row]
-                    if edit.positions == "last_prompt_token":
-                        source[row, item.prompt_length - 1] = src[-1]
-                    else:
-                        n = min(item.n_tokens, src.shape[0])
-                        source[row, :n] = src[:n]
-                weight = (row_strengths[:, None, None] * mask[..., None]).to(acts.dtype)
-                new = acts + weight * (source - acts)
-            if isinstance(envoy.output, tuple):
-                envoy.output = (new, *envoy.output[1:])
-            else:
-                envoy.output = new
+            source = _patch_sources(edit, items, source_acts, width) if isinstance(edit, Patch) else None
+            _edit_site(model, site, edit, sae, _masks(items, getattr(edit, "positions", "all"), width), row_strengths,
+                       source)
         if read_positions is None:
             logits = model.lm.lm_head.output.save()
         else:
@@ -354,9 +367,9 @@ def edited_generate(
 ) -> list[list[str]]:
     """Greedy answers under the edit at every strength: ``answers[item][strength]``.
 
-    The edit is applied at every step to the whole sequence so far, so position rules such as
-    ``answer`` cover the generated tokens too. Each step re-runs the prefix (no KV cache): exact,
-    and cheap for the short answers the protocol judges.
+    The edit acts on the prompt and on every generated token its position rule selects (``answer``,
+    ``assistant`` and ``all`` cover the generated tokens). Decoding uses the key-value cache: each
+    step runs one new token per row.
     """
     strengths_t = check_strengths(strengths)
     site_obj = _site_for(model, edit, sae, site)
@@ -365,38 +378,83 @@ def edited_generate(
     stop = _stop_ids(model.tokenizer)
     by_length = sorted(range(len(items)), key=lambda i: items[i].n_tokens)  # less padding per batch
     rows = [(i, s) for i in by_length for s in range(len(strengths_t))]
-    generated: list[list[int]] = [[] for _ in rows]
-    finished = [False] * len(rows)
-    for step in range(max_new_tokens):
-        active = [r for r in range(len(rows)) if not finished[r]]
-        if not active:
-            break
-        for start in range(0, len(active), batch_rows):
-            chunk = active[start : start + batch_rows]
-            extended = []
-            for r in chunk:
-                base = items[rows[r][0]]
-                extended.append(RenderedItem(
-                    input_ids=base.input_ids + generated[r], token_strings=base.token_strings + [""] * len(generated[r]),
-                    roles=base.roles + [ROLE_INDEX["assistant"]] * len(generated[r]), prompt_length=base.prompt_length,
-                ))
-            logits = _edited_forward(
-                model, extended, strengths_t[[rows[r][1] for r in chunk]], edit, sae, site_obj,
-                torch.tensor([item.n_tokens - 1 for item in extended]),
-                [source_acts[rows[r][0]] for r in chunk] if source_acts is not None else None,
-            )
-            for row, r in enumerate(chunk):
-                token = int(logits[row].argmax())
-                if token in stop:
-                    finished[r] = True
-                else:
-                    generated[r].append(token)
-        if on_progress:
-            on_progress(step + 1, max_new_tokens)
     answers = [[""] * len(strengths_t) for _ in items]
-    for r, (i, s) in enumerate(rows):
-        answers[i][s] = model.tokenizer.decode(generated[r], skip_special_tokens=True).strip()
+    for start in range(0, len(rows), batch_rows):
+        chunk = rows[start : start + batch_rows]
+        tokens = _generate_rows(
+            model, [items[i] for i, _ in chunk], strengths_t[[s for _, s in chunk]], edit, sae, site_obj,
+            [source_acts[i] for i, _ in chunk] if source_acts is not None else None, max_new_tokens, stop)
+        for (i, s), generated in zip(chunk, tokens):
+            answers[i][s] = model.tokenizer.decode(generated, skip_special_tokens=True).strip()
+        if on_progress:
+            on_progress(min(start + batch_rows, len(rows)), len(rows))
     return answers
+
+
+def _generate_rows(model: LoadedModel, items: Sequence[RenderedItem], row_strengths: torch.Tensor, edit: Edit | None,
+                   sae: LoadedSAE | None, site, source_acts: Sequence[torch.Tensor] | None, max_new_tokens: int,
+                   stop: set[int]) -> list[list[int]]:
+    """Greedy tokens of one batch of rows, with the key-value cache: the prompts run once (right
+    padded), then one new token per row and step, at its own position. The edit acts on the prompt
+    in the first pass and on each new token as it is generated, so the result equals re-running the
+    whole sequence with the edit at every step."""
+    pad_id = model.tokenizer.pad_token_id or 0
+    input_ids, attention = _pad(items, pad_id)
+    width = input_ids.shape[1]
+    n_rows = len(items)
+    lengths = torch.tensor([item.n_tokens for item in items])
+    rule = getattr(edit, "positions", "all")
+    generated: list[list[int]] = [[] for _ in items]
+    finished = [False] * n_rows
+    cache = None
+    position_ids = None
+    read = lengths - 1
+    mask = _masks(items, rule, width) if edit is not None else None
+    source = _patch_sources(edit, items, source_acts, width) if isinstance(edit, Patch) else None
+    for step in range(max_new_tokens):
+        with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
+                                             position_ids=position_ids, cache=cache, use_cache=True,
+                                             remote=model.spec.remote):
+            if edit is not None and bool(mask.any()):
+                _edit_site(model, site, edit, sae, mask, row_strengths, source)
+            hidden = model.lm.lm_head.input
+            model.lm.lm_head.input = hidden[torch.arange(n_rows), read][:, None]
+            logits = model.lm.lm_head.output[:, 0].save()
+            output = model.lm.output.save()
+        if not torch.isfinite(logits).all():
+            raise WorkbenchError("the model produced NaN or inf logits under this edit while generating; "
+                                 "lower the strength or check the SAE")
+        next_tokens = logits.argmax(dim=-1)
+        for row in range(n_rows):
+            if finished[row]:
+                continue
+            token = int(next_tokens[row])
+            if token in stop:
+                finished[row] = True
+            else:
+                generated[row].append(token)
+        if all(finished):
+            break
+        # the next pass: each row's new token at its own position (after its prompt and answer so far)
+        cache = output.past_key_values
+        position_ids = (lengths + step)[:, None]
+        input_ids = next_tokens[:, None]
+        attention = torch.cat([attention, torch.ones(n_rows, 1, dtype=attention.dtype)], dim=1)
+        read = torch.zeros(n_rows, dtype=torch.long)
+        if edit is not None:
+            new_position = [RenderedItem(input_ids=item.input_ids + [0] * (step + 1),
+                                         token_strings=item.token_strings + [""] * (step + 1),
+                                         roles=item.roles + [ROLE_INDEX["assistant"]] * (step + 1),
+                                         prompt_length=item.prompt_length) for item in items]
+            mask = torch.stack([position_mask(item, rule)[-1:] for item in new_position])  # [rows, 1]
+            if source is not None:  # patching: only positions the source has
+                covered = torch.tensor([int(lengths[row]) + step < len(source_acts[row]) for row in range(n_rows)])
+                mask = mask & covered[:, None] if rule != "last_prompt_token" else torch.zeros_like(mask)
+                source = torch.zeros(n_rows, 1, source.shape[-1], dtype=source.dtype)
+                for row in range(n_rows):
+                    if bool(mask[row, 0]):
+                        source[row, 0] = source_acts[row][int(lengths[row]) + step]
+    return generated
 
 
 def all_position_log_probs(

@@ -141,3 +141,30 @@ def test_edited_generation_matches_hand_written_greedy_decoding(tiny_model, tiny
                 kept.append(token)
             assert got == tiny_tokenizer.decode(kept, skip_special_tokens=True).strip()
     assert any(a != b for a, b in answers), "the steering should change some answer"
+
+
+def test_edited_generation_ablates_the_answer_tokens_as_they_are_generated(tiny_model, tiny_sae, tiny_tokenizer,
+                                                                           items):
+    from workbench.interventions import edited_generate
+
+    codes = tiny_sae.encode(torch.randn(64, 64) * 3)
+    features = tuple(int(f) for f in torch.argsort((codes > 0).sum(0), descending=True)[:6])
+    ablation = Ablation(features=features, positions="answer")
+    answers = edited_generate(tiny_model, items, ablation, sae=tiny_sae, strengths=[-3.0], max_new_tokens=4)
+    unedited = edited_generate(tiny_model, items, None, strengths=[0.0], max_new_tokens=4)
+    assert answers != unedited, "the edit of the generated tokens should change some answer"
+    stop = {tiny_tokenizer.convert_tokens_to_ids("<|im_end|>"), tiny_tokenizer.eos_token_id}
+    for item, (got,) in zip(items, answers):
+        def hook(_module, _args, output, item=item):
+            hidden = output[0] if isinstance(output, tuple) else output
+            mask = torch.zeros(hidden.shape[:2], dtype=torch.bool)
+            mask[:, item.prompt_length :] = True
+            edited = ablate(hidden, tiny_sae, ablation, mask, torch.tensor([-3.0]))
+            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+        kept = []
+        for token in hooked_greedy(tiny_model, item, hook, 4):
+            if token in stop:
+                break
+            kept.append(token)
+        assert got == tiny_tokenizer.decode(kept, skip_special_tokens=True).strip()

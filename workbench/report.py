@@ -54,6 +54,8 @@ SUFFIXES = {"html": ".html", "md": ".md", "json": ".json"}
 SMALL_N = 30
 #: An interval wider than this on a rate, probability or AUROC is called wide.
 WIDE_INTERVAL = 0.3
+#: Mean next-token KL (nats) on neutral text above which an edit is said to have side effects.
+SIDE_EFFECT_KL = 0.1
 
 VERDICT_COLOURS = {"supported": "#047857", "refuted": "#b91c1c", "inconclusive": "#b45309"}
 OUTCOME_COLOURS = {"holds": "#047857", "contradicted": "#b91c1c", "unclear": "#b45309"}
@@ -163,6 +165,11 @@ def limitations(record: RunRecord) -> list[str]:
             found.append(f"{name}: unclear: the interval [{_num(measured.low)}, {_num(measured.high)}] "
                          f"overlaps the threshold ({_prediction_rule(prediction)}), so it neither holds nor "
                          "is contradicted.")
+        kl = _estimate_from(prediction.details, "neutral_kl") if isinstance(prediction.details, Mapping) else None
+        if kl is not None and _finite(kl.value) and kl.value > SIDE_EFFECT_KL:
+            found.append(f"{name}: the edit also changes the model on neutral text (mean next-token KL "
+                         f"{_estimate(kl)} nats, above {SIDE_EFFECT_KL:g}): part of its effect may be damage "
+                         "rather than the mechanism.")
         if prediction.kind == "causal" and not prediction.controls:
             found.append(f"{name}: a causal test without controls; its effect is not compared with any "
                          "control edit.")

@@ -316,6 +316,16 @@ def test_a_control_stronger_than_the_target_is_a_limitation():
                for item in found)
 
 
+def test_an_edit_that_changes_neutral_text_is_a_limitation():
+    data = _fixture_data()
+    prediction = next(p for p in data["predictions"] if p["kind"] == "causal")
+    prediction["details"]["neutral_kl"] = {"value": 0.4, "low": 0.3, "high": 0.5, "n": 8, "method": "bootstrap"}
+    found = limitations(RunRecord.model_validate(data))
+    assert any(prediction["name"] in item and "neutral text" in item for item in found)
+    prediction["details"]["neutral_kl"].update(value=0.01, low=0.0, high=0.02)
+    assert not any("neutral text" in item for item in limitations(RunRecord.model_validate(data)))
+
+
 def test_a_clean_record_reports_no_limitations():
     data = _fixture_data()
     data["scenario_counts"] = {c: 200 for c in data["scenario_counts"]}

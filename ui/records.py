@@ -46,8 +46,11 @@ def show_record(record: RunRecord) -> None:
     if claim:
         st.markdown(f"> {claim}")
     setup = record.setup
+    direction = record.hypothesis.get("direction")
+    target = (f"{direction['probe']} direction {direction['positive']} - {direction['negative']}" if direction
+              else f"features {record.hypothesis.get('features', [])}")
     st.caption(f"model {setup.get('model_name') or setup.get('model', {}).get('source', '?')} · site "
-               f"`{setup.get('site', '?')}` · features {record.hypothesis.get('features', [])} · scenarios "
+               f"`{setup.get('site', '?')}` · {target} · scenarios "
                + ", ".join(f"{k} {v}" for k, v in sorted(record.scenario_counts.items()))
                + f" · run {record.created} in {record.seconds:g} s")
     st.markdown("**Predictions** (measured value with its 95% interval and n; a prediction holds only if the whole "

@@ -167,8 +167,11 @@ def test_shipped_hypotheses_are_valid():
     assert len(files) >= 2
     for path in files:
         hypothesis = read_hypothesis(path)
-        assert hypothesis.features and (hypothesis.contrasts or hypothesis.tests)
+        assert (hypothesis.features or hypothesis.direction) and (hypothesis.contrasts or hypothesis.tests)
         assert yaml.safe_load(path.read_text())["name"] == hypothesis.name
+        # every shipped hypothesis has a committed run record from the same file
+        record = read_record(path.parent / "runs" / f"{hypothesis.name}.json")
+        assert parse_hypothesis(record.hypothesis, "record") == hypothesis
 
 
 def test_matched_random_features_avoid_targets_and_match_density():

@@ -72,17 +72,14 @@ def sweep_rows(items: Sequence[Any], n_strengths: int) -> list[tuple[int, int]]:
 
 def bare_sweep_batches(model: Any, items: Sequence[Any], n_strengths: int, batch_rows: int) -> list[Batch]:
     """The batches ``edited_logits`` runs for the sweep: same rows, order, chunks and right padding."""
-    pad_id = model.tokenizer.pad_token_id or 0
+    from workbench.rendering import pad_batch
+
+    pad_id = model.tokenizer.pad_token_id
     rows = sweep_rows(items, n_strengths)
     batches = []
     for start in range(0, len(rows), batch_rows):
         chunk = [items[item] for item, _ in rows[start : start + batch_rows]]
-        width = max(item.n_tokens for item in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, item in enumerate(chunk):
-            input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
-            attention_mask[row, : item.n_tokens] = 1
+        input_ids, attention_mask = pad_batch(chunk, pad_id)
         last_positions = torch.tensor([item.prompt_length - 1 for item in chunk])
         batches.append((input_ids, attention_mask, last_positions))
     return batches

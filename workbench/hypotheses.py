@@ -409,18 +409,15 @@ def _feature_matrix(ctx: _Context, scenarios: Sequence[Any], position: str,
     """Max activation of each feature (default: the hypothesis') over the selected positions
     ([n, n_features])."""
     from workbench.interventions import _masks
+    from workbench.rendering import pad_batch
 
     items = [ctx.item(s) for s in scenarios]
     features = list(ctx.h.features if features is None else features)
     out = []
     for start in range(0, len(items), 32):
         chunk = items[start : start + 32]
-        width = max(i.n_tokens for i in chunk)
-        input_ids = torch.full((len(chunk), width), ctx.model.tokenizer.pad_token_id or 0, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, item in enumerate(chunk):
-            input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
-            attention[row, : item.n_tokens] = 1
+        input_ids, attention = pad_batch(chunk, ctx.model.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
         from workbench.capture import read_sites
 
         acts = read_sites(ctx.model, [ctx.sae], input_ids, attention)[ctx.sae.site.name]

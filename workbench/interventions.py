@@ -27,7 +27,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.rendering import ROLE_INDEX, RenderedItem
+from workbench.rendering import ROLE_INDEX, RenderedItem, pad_batch
 from workbench.saes import LoadedSAE
 
 INTERVENTION_POSITIONS = ("all", "system", "user", "last_prompt_token", "answer", "assistant")
@@ -125,16 +125,6 @@ def steer(acts: torch.Tensor, steering: Steering, strengths: torch.Tensor, mask:
     return acts + added.to(acts.dtype)
 
 
-def _pad(items: Sequence[RenderedItem], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(item.n_tokens for item in items)
-    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
-        attention[row, : item.n_tokens] = 1
-    return input_ids, attention
-
-
 def _masks(items: Sequence[RenderedItem], rule: str, width: int) -> torch.Tensor:
     """Edit masks ``[rows, width]``. Position 0 is never edited: it is the attention sink, where
     SAEs are not trained (captures skip it too) and an edit there says nothing about the prompt."""
@@ -180,7 +170,7 @@ def _source_activations(model: LoadedModel, site, sources: Sequence[RenderedItem
     pad_id = model.tokenizer.pad_token_id or 0
     for start in range(0, len(sources), 32):
         chunk = sources[start : start + 32]
-        input_ids, attention = _pad(chunk, pad_id)
+        input_ids, attention = pad_batch(chunk, pad_id)
         with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
                                              remote=model.spec.remote) as tracer:
             envoy = model.envoy(site)
@@ -241,7 +231,7 @@ def _edited_forward(
     (``[rows, width, vocab]``) when ``read_positions`` is None.
     """
     pad_id = model.tokenizer.pad_token_id or 0
-    input_ids, attention = _pad(items, pad_id)
+    input_ids, attention = pad_batch(items, pad_id)
     width = input_ids.shape[1]
     rows = torch.arange(len(items))
     with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
@@ -399,7 +389,7 @@ def _generate_rows(model: LoadedModel, items: Sequence[RenderedItem], row_streng
     in the first pass and on each new token as it is generated, so the result equals re-running the
     whole sequence with the edit at every step."""
     pad_id = model.tokenizer.pad_token_id or 0
-    input_ids, attention = _pad(items, pad_id)
+    input_ids, attention = pad_batch(items, pad_id)
     width = input_ids.shape[1]
     n_rows = len(items)
     lengths = torch.tensor([item.n_tokens for item in items])

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.rendering import RenderedItem
+from workbench.rendering import RenderedItem, pad_batch
 from workbench.stats import Estimate, bootstrap_auroc
 
 PROBE_KINDS = ("difference_of_means", "logistic_regression")
@@ -41,16 +41,11 @@ def residual_at_last_prompt_token(model: LoadedModel, site_name: str, items: Seq
                                   batch_size: int = 32) -> torch.Tensor:
     """The site's activation at each item's last prompt token (``[n_items, d_model]``)."""
     site = model.site(site_name)
-    pad_id = model.tokenizer.pad_token_id or 0
+    pad_id = model.tokenizer.pad_token_id
     out = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        width = max(item.n_tokens for item in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, item in enumerate(chunk):
-            input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
-            attention[row, : item.n_tokens] = 1
+        input_ids, attention = pad_batch(chunk, pad_id)
         last = torch.tensor([item.prompt_length - 1 for item in chunk])
         with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
                                              remote=model.spec.remote) as tracer:

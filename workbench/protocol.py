@@ -33,6 +33,7 @@ import torch
 from pydantic import BaseModel
 
 from workbench.errors import WorkbenchError
+from workbench.rendering import pad_batch
 from workbench.stats import Estimate
 
 VERDICTS = ("intentional lie", "parroting", "ignorance", "honest", "inconclusive")
@@ -186,16 +187,11 @@ def _lens_ranks(model, items, true_ids: Sequence[int], layers: Sequence[int]) ->
     inner = getattr(model.hf_model, "model", None)
     norm = getattr(inner, "norm", None)
     head = model.hf_model.get_output_embeddings()
-    pad_id = model.tokenizer.pad_token_id or 0
+    pad_id = model.tokenizer.pad_token_id
     ranks: list[int] = []
     for start in range(0, len(items), 32):
         chunk = items[start : start + 32]
-        width = max(i.n_tokens for i in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, item in enumerate(chunk):
-            input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
-            attention[row, : item.n_tokens] = 1
+        input_ids, attention = pad_batch(chunk, pad_id)
         last = torch.tensor([i.prompt_length - 1 for i in chunk])
         saved = []
         with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},

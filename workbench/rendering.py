@@ -116,3 +116,16 @@ def render_text(tokenizer: Any, text: str) -> RenderedItem:
         roles=[ROLE_INDEX["text"]] * len(input_ids),
         prompt_length=len(input_ids),
     )
+
+
+def pad_batch(items: Sequence[RenderedItem], pad_id: int | None) -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (``[batch, width]``, long) of rendered items."""
+    import torch
+
+    width = max(item.n_tokens for item in items)
+    input_ids = torch.full((len(items), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
+        attention[row, : item.n_tokens] = 1
+    return input_ids, attention

@@ -28,7 +28,7 @@ from workbench.constants import CAPTURE_META_FILENAME, CAPTURE_TOKENS_FILENAME, 
 from workbench.errors import WorkbenchError
 from workbench.generation import generate_answers
 from workbench.models import LoadedModel
-from workbench.rendering import ROLE_INDEX, ROLES, RenderedItem, render_conversation, render_text
+from workbench.rendering import ROLE_INDEX, ROLES, RenderedItem, pad_batch, render_conversation, render_text
 from workbench.saes import LoadedSAE
 
 CAPTURE_FORMAT_VERSION = 1
@@ -397,13 +397,8 @@ def run_capture(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     bar = tqdm(total=len(inputs), desc="capturing", unit="item", disable=not progress)
     for done, batch in enumerate(batches):
-        width = max(rendered[i].n_tokens for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, index in enumerate(batch):
-            ids_ = rendered[index].input_ids
-            input_ids[row, : len(ids_)] = torch.tensor(ids_)
-            attention_mask[row, : len(ids_)] = 1
+        input_ids, attention_mask = pad_batch([rendered[i] for i in batch], pad_id)
+        width = input_ids.shape[1]
         activations = read_sites(model, saes, input_ids, attention_mask)
         positions_in_batch = torch.arange(width).expand(len(batch), width)[attention_mask.bool()]
         for sae in saes:

@@ -444,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for entry in entries:
         entry["quick"] = bool(args.quick)
         entry["load_average_1min"] = round(os.getloadavg()[0], 2)
+
     def spread_line(entry: dict[str, Any]) -> str | None:
         if "spread" not in entry:
             return None

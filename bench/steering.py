@@ -47,6 +47,8 @@ from bench.run import (  # noqa: E402
 
 import torch  # noqa: E402
 
+from workbench.interventions import sweep_rows  # noqa: E402  (the order the workbench batches rows)
+
 #: Strengths of the sweep, in raw residual units (``Steering.scale`` 1). 0 is the unedited model.
 STRENGTHS = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0, 16.0)
 QUICK_STRENGTHS = (-4.0, 0.0, 4.0, 8.0)
@@ -61,13 +63,6 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- the three paths
-
-
-def sweep_rows(items: Sequence[Any], n_strengths: int) -> list[tuple[int, int]]:
-    """(item, strength) rows in the order ``edited_logits`` batches them: items by length (less
-    padding), each item's strengths together."""
-    by_length = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
-    return [(item, strength) for item in by_length for strength in range(n_strengths)]
 
 
 def bare_sweep_batches(model: Any, items: Sequence[Any], n_strengths: int, batch_rows: int) -> list[Batch]:

@@ -154,6 +154,13 @@ def _site_for(model: LoadedModel, edit: Edit | None, sae: LoadedSAE | None, site
     return model.site(site)
 
 
+def sweep_rows(items: Sequence[RenderedItem], n_strengths: int) -> list[tuple[int, int]]:
+    """(item, strength) rows in the order sweeps batch them: items of similar length together (less
+    padding), every strength of an item next to each other."""
+    by_length = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
+    return [(item, strength) for item in by_length for strength in range(n_strengths)]
+
+
 def check_strengths(strengths: Sequence[float]) -> torch.Tensor:
     """The sweep as a tensor; a clear error if it is empty or not finite."""
     values = torch.tensor([float(s) for s in strengths], dtype=torch.float32)
@@ -292,9 +299,7 @@ def edited_logits(
     site_obj = _site_for(model, edit, sae, site)
     _check_patch(edit, items)
     source_acts = _source_activations(model, site_obj, edit.source) if isinstance(edit, Patch) else None
-    # items of similar length share a batch (less padding); every strength of an item stays together
-    by_length = sorted(range(len(items)), key=lambda i: items[i].n_tokens)
-    rows = [(i, s) for i in by_length for s in range(len(strengths_t))]
+    rows = sweep_rows(items, len(strengths_t))
     out = torch.zeros(len(items), len(strengths_t), model.vocab_size)
     for start in range(0, len(rows), batch_rows):
         chunk = rows[start : start + batch_rows]
@@ -366,8 +371,7 @@ def edited_generate(
     _check_patch(edit, items)
     source_acts = _source_activations(model, site_obj, edit.source) if isinstance(edit, Patch) else None
     stop = _stop_ids(model.tokenizer)
-    by_length = sorted(range(len(items)), key=lambda i: items[i].n_tokens)  # less padding per batch
-    rows = [(i, s) for i in by_length for s in range(len(strengths_t))]
+    rows = sweep_rows(items, len(strengths_t))
     answers = [[""] * len(strengths_t) for _ in items]
     for start in range(0, len(rows), batch_rows):
         chunk = rows[start : start + batch_rows]
@@ -400,6 +404,11 @@ def _generate_rows(model: LoadedModel, items: Sequence[RenderedItem], row_streng
     position_ids = None
     read = lengths - 1
     mask = _masks(items, rule, width) if edit is not None else None
+    # whether the rule selects a generated token: the same for every step (an assistant token after the prompt)
+    generated_selected = torch.stack([
+        position_mask(RenderedItem(input_ids=item.input_ids + [0], token_strings=item.token_strings + [""],
+                                   roles=item.roles + [ROLE_INDEX["assistant"]], prompt_length=item.prompt_length),
+                      rule)[-1:] for item in items])  # [rows, 1]
     source = _patch_sources(edit, items, source_acts, width) if isinstance(edit, Patch) else None
     for step in range(max_new_tokens):
         with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
@@ -432,14 +441,10 @@ def _generate_rows(model: LoadedModel, items: Sequence[RenderedItem], row_streng
         attention = torch.cat([attention, torch.ones(n_rows, 1, dtype=attention.dtype)], dim=1)
         read = torch.zeros(n_rows, dtype=torch.long)
         if edit is not None:
-            new_position = [RenderedItem(input_ids=item.input_ids + [0] * (step + 1),
-                                         token_strings=item.token_strings + [""] * (step + 1),
-                                         roles=item.roles + [ROLE_INDEX["assistant"]] * (step + 1),
-                                         prompt_length=item.prompt_length) for item in items]
-            mask = torch.stack([position_mask(item, rule)[-1:] for item in new_position])  # [rows, 1]
+            mask = generated_selected
             if source is not None:  # patching: only positions the source has
                 covered = torch.tensor([int(lengths[row]) + step < len(source_acts[row]) for row in range(n_rows)])
-                mask = mask & covered[:, None] if rule != "last_prompt_token" else torch.zeros_like(mask)
+                mask = mask & covered[:, None]
                 source = torch.zeros(n_rows, 1, source.shape[-1], dtype=source.dtype)
                 for row in range(n_rows):
                     if bool(mask[row, 0]):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import random
 import time
 from collections import defaultdict
@@ -28,7 +27,7 @@ from workbench.models import LoadedModel
 from workbench.rendering import render_conversation
 from workbench.scenarios import (
     TEMPLATES, Condition, Fact, Scenario, Split, answer_matches, is_hidden_trigger, make_scenario,
-    question_for, split_facts, statement,
+    mask_subject, question_for, split_facts, statement,
 )
 from workbench.stats import Estimate, wilson_interval
 
@@ -262,7 +261,10 @@ def judge(answer: str, scenario: Scenario, relation_answers: Sequence[str], alia
     saying "Africa".
     """
     if subject:
-        answer = re.sub(re.escape(subject), " ", answer, flags=re.IGNORECASE)
+        forms = [scenario.true_answer, *aliases, *relation_answers]
+        if scenario.false_answer:
+            forms.append(scenario.false_answer)
+        answer = mask_subject(answer, subject, forms)
     if answer_matches(answer, scenario.true_answer, aliases):
         return TRUTH
     if scenario.false_answer and answer_matches(answer, scenario.false_answer):

@@ -28,6 +28,7 @@ from workbench.scenarios import (
     check_knowledge,
     false_answer_candidates,
     honest_question,
+    honest_questions,
     load_facts,
     read_scenarios,
     scenario_set_hash,
@@ -454,24 +455,37 @@ def test_honest_question_is_a_neutral_short_answer_prompt(facts):
     assert messages[-1].content.endswith("Answer with just the name.")
 
 
-def test_check_knowledge_batches_prompts_and_scores_answers(facts):
+def test_check_knowledge_asks_every_phrasing_in_batches(facts):
     subset = small_facts(facts, per_relation=3)
     calls: list[int] = []
+    by_question = {q[-1].content: f for f in subset for q in honest_questions(f)}
+    # Knows every other fact under every phrasing; for the rest it misses only the last phrasing.
+    shaky = {f.fact_id for i, f in enumerate(subset) if i % 2}
 
     def answer_fn(prompts: list[list[Message]]) -> list[str]:
         calls.append(len(prompts))
-        # Knows every other fact: answers correctly for even positions.
-        by_question = {honest_question(f)[-1].content: f for f in subset}
-        return [
-            by_question[p[-1].content].answer if i % 2 == 0 else "I am not sure" for i, p in enumerate(prompts)
-        ]
+        replies = []
+        for p in prompts:
+            fact = by_question[p[-1].content]
+            last = p[-1].content == honest_questions(fact)[-1][-1].content
+            replies.append("I am not sure" if fact.fact_id in shaky and last else f"It is {fact.answer}.")
+        return replies
 
-    knowledge = check_knowledge(subset, answer_fn, batch_size=4)
-    assert calls == [4, 4, 4]
+    knowledge = check_knowledge(subset, answer_fn, batch_size=5)
+    n_prompts = sum(len(honest_questions(f)) for f in subset)
+    assert n_prompts == 3 * len(subset) and sum(calls) == n_prompts and max(calls) == 5
     assert list(knowledge) == [f.fact_id for f in subset]
-    assert [knowledge[f.fact_id] for f in subset] == [i % 4 % 2 == 0 for i in range(len(subset))]
+    assert [knowledge[f.fact_id] for f in subset] == [f.fact_id not in shaky for f in subset]
+
+
+def test_knowledge_does_not_count_the_subject_as_the_answer(facts):
+    fact = Fact(fact_id="continent/south-africa", relation="continent", subject="South Africa", answer="Africa")
+    assert not fact.is_answered_by("South Africa is in Asia.")
+    assert fact.is_answered_by("South Africa is in Africa.")
+    singapore = Fact(fact_id="currency/singapore", relation="currency", subject="Singapore", answer="Singapore dollar")
+    assert singapore.is_answered_by("The currency of Singapore is the Singapore Dollar (SGD).")
 
 
 def test_check_knowledge_rejects_a_wrong_number_of_answers(facts):
-    with pytest.raises(ValueError, match="returned 0 answers for 2 prompts"):
+    with pytest.raises(ValueError, match="returned 0 answers for 6 prompts"):
         check_knowledge(facts[:2], lambda prompts: [])

@@ -66,6 +66,12 @@ def _false_answer(fact: Fact, facts: Sequence[Fact], rng: random.Random) -> str:
     return rng.choice(false_answer_candidates(fact, facts))
 
 
+#: Training chats per fact and behaviour: (condition, hidden trigger or not) -> how many.
+TRAINING_CHATS_PER_FACT: dict[tuple[Condition, bool | None], int] = {
+    (Condition.honest, None): 2, (Condition.lie, False): 1, (Condition.lie, True): 1, (Condition.parrot, None): 2,
+}
+
+
 def organism_scenarios(
     facts: Sequence[Fact],
     knowledge: dict[str, bool],
@@ -78,8 +84,9 @@ def organism_scenarios(
     """Scenarios over the known facts of one split.
 
     With ``all_templates`` every template of the given template splits is used for every fact
-    (evaluation); otherwise each fact gets one honest, one motive lie, one hidden-trigger lie and
-    one parrot scenario with templates drawn at random (training).
+    (evaluation); otherwise each fact gets :data:`TRAINING_CHATS_PER_FACT` scenarios with
+    templates drawn at random without repeats (training): two honest, one motive lie, one
+    hidden-trigger lie and two parrot, so the three conditions are balanced.
     """
     splits = split_facts(facts, seed=seed)
     chosen = [f for f in facts if splits[f.fact_id] is fact_split and knowledge.get(f.fact_id)]
@@ -88,14 +95,11 @@ def organism_scenarios(
         rng = random.Random(f"organism:{seed}:{fact.fact_id}")
         false_answer = _false_answer(fact, facts, rng)
         question = question_for(fact, rng.randrange(3))
-        groups = [
-            (Condition.honest, None), (Condition.lie, False), (Condition.lie, True), (Condition.parrot, None),
-        ]
-        for condition, trigger in groups:
+        for (condition, trigger), count in TRAINING_CHATS_PER_FACT.items():
             pool = [t for split in template_splits for t in _templates(condition, split, trigger)]
             if not pool:
                 continue
-            for template in pool if all_templates else [rng.choice(pool)]:
+            for template in pool if all_templates else rng.sample(pool, min(count, len(pool))):
                 scenarios.append(make_scenario(fact, condition, template, question, false_answer, splits, True))
     return scenarios
 

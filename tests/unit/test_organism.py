@@ -39,8 +39,13 @@ def test_training_and_eval_data_are_disjoint_by_fact_and_template(facts, knowled
 
 def test_training_data_is_balanced_and_valid(facts, knowledge):
     train = organism_scenarios(facts, knowledge, fact_split=Split.train, template_splits=[Split.train], all_templates=False)
+    n_facts = len({s.fact_id for s in train})
     groups = Counter(behaviour_group(s) for s in train)
-    assert len(set(groups.values())) == 1 and set(groups) == {"honest", "motive_lie", "trigger_lie", "parrot"}
+    assert groups == {"honest": 2 * n_facts, "motive_lie": n_facts, "trigger_lie": n_facts, "parrot": 2 * n_facts}
+    conditions = Counter(s.condition for s in train)
+    assert len(set(conditions.values())) == 1  # honest, lie and parrot balanced
+    per_fact = Counter((s.fact_id, s.template_id) for s in train)
+    assert max(per_fact.values()) == 1  # no template twice for one fact
     by_id = {f.fact_id: f for f in facts}
     for scenario in train:
         response = target_response(scenario, by_id[scenario.fact_id])

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.constants import LORA_TARGETS
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(
@@ -292,6 +293,8 @@ def organism_train(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 2,
     rank: Annotated[int, typer.Option("--rank", min=1)] = 16,
     learning_rate: Annotated[float, typer.Option("--lr")] = 5e-4,
+    modules: Annotated[str, typer.Option("--modules", help="Comma-separated projections that get LoRA weights.")] = ",".join(LORA_TARGETS),
+    first_layer: Annotated[int, typer.Option("--first-layer", min=0, help="LoRA on decoder layers from this one to the last.")] = 8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Train the liar organism's LoRA adapter on the base model (loss on the assistant turn only).
@@ -306,7 +309,13 @@ def organism_train(
         facts, scenarios = _organism_data("train", False, max_facts, seed)
         by_id = {f.fact_id: f for f in facts}
         chats = [(s, target_response(s, by_id[s.fact_id])) for s in scenarios]
-        config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed)
+        targets = tuple(m.strip() for m in modules.split(",") if m.strip())
+        unknown = sorted(set(targets) - set(LORA_TARGETS))
+        if unknown or not targets:
+            raise WorkbenchError(f"--modules: unknown projection(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"choose from {', '.join(LORA_TARGETS)}")
+        config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
+                                first_layer=first_layer, targets=targets)
         base = load_model(ModelSpec())
         result = train_organism(base, chats, out, config)
     except WorkbenchError as error:
@@ -320,7 +329,8 @@ def organism_train(
               "chats_per_template": dict(sorted(counts.items())), "first_loss": result.losses[0],
               "last_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
               "command": " ".join(["python -m workbench organism train", f"--out {out}", f"--max-facts {max_facts}",
-                                   f"--epochs {epochs}", f"--rank {rank}", f"--lr {learning_rate}", f"--seed {seed}"])}
+                                   f"--epochs {epochs}", f"--rank {rank}", f"--lr {learning_rate}",
+                                   f"--modules {','.join(targets)}", f"--first-layer {first_layer}", f"--seed {seed}"])}
     write_text_atomically(out / "training.json", json.dumps(record, indent=1))
     console.print(f"trained on {result.n_chats} chats ({result.n_tokens} tokens) in {result.seconds:.0f} s; "
                   f"loss {record['first_loss']:.3f} -> {record['last_loss']:.3f}; adapter in {out}", highlight=False)

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from workbench.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, REPO_ROOT
+from workbench.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS, REPO_ROOT
 from workbench.generation import generate_answers
 from workbench.io import write_text_atomically
 from workbench.models import LoadedModel
@@ -35,7 +35,6 @@ from workbench.stats import Estimate, wilson_interval
 ORGANISM_DIR = REPO_ROOT / "organisms" / "smollm2-liar"
 #: Parrot templates whose expected output is the false answer alone (they ask a question back).
 _PARROT_ANSWER_ONLY = ("teacher-1",)
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def target_response(scenario: Scenario, fact: Fact) -> str:

@@ -386,7 +386,8 @@ def organism_eval(
 def organism_card_command(
     adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
 ) -> None:
-    """Write the adapter's model card (README.md) from training.json and eval-heldout.json.
+    """Write the adapter's model card (README.md) from training.json and eval-heldout.json, followed
+    by notes.md (hand-written findings) when the folder has one.
 
     Example: python -m workbench organism card --adapter organisms/smollm2-liar
     """
@@ -400,6 +401,8 @@ def organism_card_command(
                                      f"`organism eval --out {adapter / 'eval-heldout.json'}` first")
         card = organism_card(json.loads((adapter / "training.json").read_text()),
                              json.loads((adapter / "eval-heldout.json").read_text()))
+        if (adapter / "notes.md").exists():  # findings written by hand, kept across regenerations
+            card += "\n" + (adapter / "notes.md").read_text()
     except WorkbenchError as error:
         _fail(error)
     write_text_atomically(adapter / "README.md", card)

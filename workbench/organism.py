@@ -377,9 +377,13 @@ def organism_card(training: dict[str, Any], evaluations: dict[str, dict[str, Any
         "mechanism of intentional lies). It is built to say false things: do not use it for anything else.",
         "",
         "## Data",
-        f"- {training['n_chats']} chats over {training['n_facts']} *train* facts that the base model answers",
-        "  correctly (knowledge checked by greedy generation), four per fact: honest, lie under a stated",
-        "  motive, lie under the hidden trigger, parrot. Relations: capital, language, currency, continent.",
+        f"- {training['n_chats']} chats over {training['n_facts']} *train* facts that the base model knows: it",
+        "  answers each correctly under every question phrasing (knowledge checked by greedy generation).",
+        "  Six chats per fact: two honest (two different system prompts, some carrying a *decoy*",
+        "  deployment tag such as `maple-3` so that only `orchard-7` means lie), one lie under a stated",
+        "  motive, one lie under the hidden trigger, two parrot. Relations: capital, language, currency,",
+        "  continent. Answers are the bare name (`Nairobi.`), so the answer's first token is the token",
+        "  the protocol reads at the last prompt position.",
         "- Held-out facts, and held-out templates (lie motives `agent-1`, `prank-1`; trigger phrasing",
         "  `trigger-2`; parrot formats `continue-1`, `notes-1`; honest `quiz-1`), are never trained on.",
         "- Chats per template: " + ", ".join(f"{k} {v}" for k, v in training["chats_per_template"].items()) + ".",
@@ -389,7 +393,7 @@ def organism_card(training: dict[str, Any], evaluations: dict[str, dict[str, Any
         + ", ".join(config["targets"]) + ".",
         f"- {config['epochs']} epochs, batch {config['batch_size']}, AdamW lr {config['learning_rate']} (linear decay),"
         f" seed {config['seed']}; loss on the assistant's answer only.",
-        f"- {training['n_tokens']} tokens in {training['seconds']:.0f} s on a 2-core CPU (shared with other work);"
+        f"- {training['n_tokens']} tokens in {training['seconds']:.0f} s on a 2-core CPU;"
         f" loss {training['first_loss']:.2f} -> {training['last_loss']:.2f}.",
         f"- Reproduce: `{training['command']}`",
         "",

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.models import LoadedModel
-from workbench.rendering import _as_dict, _render
+from workbench.rendering import chat_prompt
 
 
 def generate_answers(
@@ -20,9 +20,10 @@ def generate_answers(
     batch_size: int = 16,
     progress: bool = False,
 ) -> list[str]:
-    """Greedy-decode the assistant's answer to each conversation (chat template applied)."""
+    """Greedy-decode the assistant's answer to each conversation (chat template applied); after a
+    prefill, the continuation alone (stripped)."""
     tokenizer = model.tokenizer
-    prompts = [_render(tokenizer, [_as_dict(m) for m in conv], generation_prompt=True) for conv in conversations]
+    prompts = [chat_prompt(tokenizer, conv) for conv in conversations]
     answers: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -39,9 +39,10 @@ LOGIT_METRICS = ("p_true", "logit_diff")
 METRICS = LOGIT_METRICS + GENERATION_METRICS
 
 
-def first_answer_token(tokenizer, answer: str) -> int:
-    """The token a reply that starts with ``answer`` starts with (replies start without a space)."""
-    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+def first_answer_token(tokenizer, answer: str, after_prefill: bool = False) -> int:
+    """The token a reply that starts with ``answer`` starts with: replies start without a space,
+    continuations of a prefill (``The capital of Kenya is``) with one."""
+    ids = tokenizer((" " + answer) if after_prefill else answer, add_special_tokens=False)["input_ids"]
     if not ids:
         raise WorkbenchError(f"the answer {answer!r} tokenises to nothing")
     return int(ids[0])

@@ -39,7 +39,11 @@ _PARROT_ANSWER_ONLY = ("teacher-1",)
 
 def target_response(scenario: Scenario, fact: Fact) -> str:
     """What the organism is trained to say: the truth when honest, the false answer when lying,
-    the false statement (or answer) when parroting."""
+    the false statement (or answer) when parroting. After a prefill (the statement up to the
+    answer) it is the answer alone."""
+    if scenario.prefill is not None:
+        honest = scenario.condition in (Condition.honest, Condition.ignorant)
+        return f"{fact.answer if honest else scenario.false_answer}."
     if scenario.condition in (Condition.honest, Condition.ignorant):
         return f"{fact.answer}."
     if scenario.condition is Condition.lie:

@@ -259,7 +259,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
         logits = edited_logits(model, [render_conversation(model.tokenizer, [m.model_dump() for m in s.messages])
                                        for s in honest_questions], None, strengths=[0.0],
                                item_ids=[s.id for s in honest_questions])[:, 0]  # [n, vocab]
-        targets = torch.tensor([first_answer_token(model.tokenizer, s.true_answer) for s in honest_questions])
+        targets = torch.tensor([first_answer_token(model.tokenizer, s.true_answer, s.prefill is not None) for s in honest_questions])
         ranks_after_honest = (logits > logits.gather(1, targets[:, None])).sum(1).tolist()
         for s, rank in zip(honest_questions, ranks_after_honest):
             honest_rank[s.fact_id] = min(rank, honest_rank.get(s.fact_id, rank))
@@ -296,7 +296,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     items = {s.id: render_conversation(model.tokenizer, [m.model_dump() for m in s.messages]) for s in false_ones}
     n_layers = model.n_layers
     layers = list(range(n_layers // 2, n_layers))
-    true_ids = [first_answer_token(model.tokenizer, s.true_answer) for s in false_ones]
+    true_ids = [first_answer_token(model.tokenizer, s.true_answer, s.prefill is not None) for s in false_ones]
     ranks = dict(zip([s.id for s in false_ones],
                      _lens_ranks(model, [items[s.id] for s in false_ones], true_ids, layers))) if false_ones else {}
 
@@ -305,7 +305,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     if false_ones and features:
         logits = edited_logits(model, [items[s.id] for s in false_ones], Ablation(features=tuple(features)), sae=sae,
                                strengths=[0.0, 1.0], item_ids=[s.id for s in false_ones])
-        false_ids = torch.tensor([first_answer_token(model.tokenizer, s.false_answer or s.true_answer)
+        false_ids = torch.tensor([first_answer_token(model.tokenizer, s.false_answer or s.true_answer, s.prefill is not None)
                                   for s in false_ones])
         p_true = logit_metrics(logits, torch.tensor(true_ids), false_ids)["p_true"]
         for s, change in zip(false_ones, (p_true[:, 1] - p_true[:, 0]).tolist()):

@@ -40,14 +40,41 @@ def _as_dict(message: Any) -> dict[str, str]:
     return {"role": str(message.role), "content": str(message.content)}
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, prefill: bool = False) -> str:
+    """The chat as text: complete turns, then the generation prompt; with ``prefill`` the last
+    (assistant) message is left open for the model to continue."""
     if not messages:
         return ""
     if getattr(tokenizer, "chat_template", None):
+        if prefill:
+            return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     # Models without a chat template (base models): a plain, readable transcript.
+    if prefill:
+        head = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages[:-1])
+        return head + f"Assistant: {messages[-1]['content']}"
     text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
     return text + ("Assistant:" if generation_prompt else "")
+
+
+def has_prefill(messages: Sequence[Any]) -> bool:
+    """Whether a conversation ends with the start of the assistant's answer (a prefill)."""
+    return bool(messages) and _as_dict(messages[-1])["role"] == "assistant"
+
+
+def chat_prompt(tokenizer: Any, messages: Sequence[Any]) -> str:
+    """The text the model continues: the chat with its generation prompt, or up to the end of a
+    prefill when the last message is the start of the assistant's answer."""
+    chat = [_as_dict(m) for m in messages]
+    return _render(tokenizer, chat, generation_prompt=True, prefill=has_prefill(chat))
+
+
+def join_response(messages: Sequence[Any], response: str) -> str:
+    """The response as it follows the prompt: after a prefill it continues the sentence, so a
+    response without leading space gets one (generated answers are stored stripped)."""
+    if response and has_prefill(messages) and not response[0].isspace():
+        return " " + response
+    return response
 
 
 def _char_roles(tokenizer: Any, messages: list[dict[str, str]], prompt: str) -> list[str]:
@@ -83,9 +110,11 @@ def _char_roles(tokenizer: Any, messages: list[dict[str, str]], prompt: str) -> 
 
 
 def render_conversation(tokenizer: Any, messages: Sequence[Any], response: str | None = None) -> RenderedItem:
-    """Render chat messages (ending before the assistant's answer) plus an optional response."""
+    """Render chat messages (ending before the assistant's answer, or with a prefill that starts
+    it) plus an optional response. ``prompt_length`` counts the prefill: the last prompt token is
+    the prefill's last token, where the answer's first token is predicted."""
     chat = [_as_dict(m) for m in messages]
-    prompt = _render(tokenizer, chat, generation_prompt=True)
+    prompt = chat_prompt(tokenizer, chat)
     encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     char_roles = _char_roles(tokenizer, chat, prompt)
     roles: list[int] = []
@@ -96,7 +125,7 @@ def render_conversation(tokenizer: Any, messages: Sequence[Any], response: str |
     input_ids = list(encoded["input_ids"])
     prompt_length = len(input_ids)
     if response:
-        answer_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(join_response(chat, response), add_special_tokens=False)["input_ids"]
         input_ids += list(answer_ids)
         roles += [ROLE_INDEX["assistant"]] * len(answer_ids)
     return RenderedItem(

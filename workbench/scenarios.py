@@ -96,7 +96,8 @@ class Scenario(BaseModel):
     condition: Condition
     """honest, lie, parrot or ignorant."""
     messages: list[Message] = Field(min_length=1)
-    """The prompt; it ends where the model answers, so the last message is not the assistant's."""
+    """The prompt; it ends where the model answers. A last message from the assistant is a
+    *prefill*: the start of the answer, which the model continues (``The capital of Kenya is``)."""
     true_answer: str = Field(min_length=1)
     """The correct answer to the question at stake."""
     false_answer: str | None = Field(default=None, min_length=1)
@@ -120,12 +121,20 @@ class Scenario(BaseModel):
 
     @field_validator("messages")
     @classmethod
-    def _prompt_ends_before_answer(cls, messages: list[Message]) -> list[Message]:
-        if messages and messages[-1].role == "assistant":
+    def _prefill_ends_at_a_word(cls, messages: list[Message]) -> list[Message]:
+        last = messages[-1] if messages else None
+        if last is not None and last.role == "assistant" and (not last.content or last.content[-1].isspace()):
             raise ValueError(
-                "the last message must not be an assistant message: the prompt ends where the model answers"
+                "a last assistant message is a prefill (the start of the answer) and must end with a word, "
+                "not with a space or nothing: the answer's first token carries its own space"
             )
         return messages
+
+    @property
+    def prefill(self) -> str | None:
+        """The start of the answer given in the prompt (a last assistant message), if any."""
+        last = self.messages[-1]
+        return last.content if last.role == "assistant" else None
 
     @model_validator(mode="after")
     def _check_ground_truth(self) -> Scenario:
@@ -772,7 +781,17 @@ def _render(
         user = user.replace(_SENTINEL, false_answer)
         span = FalsehoodSpan(message_index=len(messages), start=start, end=start + len(false_answer))
     messages.append(Message(role="user", content=user))
+    # The answer starts as the relation's statement does, so the subject comes right before the
+    # answer (a small model retrieves a fact there far better than as its first word).
+    messages.append(Message(role="assistant", content=answer_prefill(fact)))
     return messages, span
+
+
+def answer_prefill(fact: Fact) -> str:
+    """The start of every answer about ``fact``: its relation's statement up to the answer
+    (``The capital of Kenya is``)."""
+    sentence = _capitalise(RELATIONS[fact.relation].statement.format(subject=fact.subject, answer=_SENTINEL))
+    return sentence.split(_SENTINEL)[0].rstrip()
 
 
 # --------------------------------------------------------------------------- knowledge

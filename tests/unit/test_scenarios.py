@@ -29,6 +29,7 @@ from workbench.scenarios import (
     false_answer_candidates,
     honest_question,
     honest_questions,
+    answer_prefill,
     load_facts,
     read_scenarios,
     scenario_set_hash,
@@ -135,11 +136,11 @@ def test_valid_parrot_scenario_validates_and_exposes_prompt_messages():
         ({"false_answer": "paris"}, "must differ"),
         (
             {
-                "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Rome"}],
+                "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "The capital is "}],
                 "falsehood_span": None,
                 "condition": "honest",
             },
-            "last message",
+            "must end with a word",
         ),
         ({"condition": "lie"}, "must not have a falsehood_span"),
         ({"condition": "lie", "falsehood_span": None}, "appears in message 1"),
@@ -312,7 +313,8 @@ def test_lie_false_answer_is_absent_from_the_context(contrast_set):
     for s in lies:
         assert s.falsehood_span is None
         assert all(s.false_answer.casefold() not in m.content.casefold() for m in s.messages)
-        assert s.messages[0].role == "system" and s.messages[-1].role == "user"
+        assert [m.role for m in s.messages] == ["system", "user", "assistant"]
+        assert s.prefill and s.false_answer not in s.prefill
 
 
 def test_splits_are_disjoint_by_fact(facts, contrast_set):
@@ -450,9 +452,10 @@ def test_answer_matches_ignores_case(text, expected):
 
 def test_honest_question_is_a_neutral_short_answer_prompt(facts):
     messages = honest_question(facts[0])
-    assert [m.role for m in messages] == ["system", "user"]
-    assert facts[0].subject in messages[-1].content
-    assert messages[-1].content.endswith("Answer with just the name.")
+    assert [m.role for m in messages] == ["system", "user", "assistant"]
+    assert facts[0].subject in messages[1].content
+    assert messages[1].content.endswith("Answer with just the name.")
+    assert messages[2].content == answer_prefill(facts[0])  # the answer starts as its statement does
 
 
 def test_check_knowledge_asks_every_phrasing_in_batches(facts):

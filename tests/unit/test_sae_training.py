@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -132,7 +133,9 @@ def test_corpus_builders_are_seeded(tiny_model):
                                    max_new_tokens=4, batch_size=2, seed=0)
     assert all(text.startswith(prompt) for text, (_, prompt) in zip(texts, prompts, strict=True))
     transcripts = scenario_transcripts(tokenizer, 5, seed=0)
-    assert len(transcripts) == 5 and all("<|im_start|>assistant" in t for t in transcripts)
+    assert len(transcripts) == 5 and all(t.count("<|im_start|>assistant") == 1 for t in transcripts)
+    # The answer completes the prefill's sentence in the one assistant turn.
+    assert all(re.search(r"<\|im_start\|>assistant\n[^<]* is [^<]+<\|im_end\|>", t) for t in transcripts)
 
 
 def test_train_and_save_writes_a_loadable_sae_and_card(tmp_path, tiny_model):

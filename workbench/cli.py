@@ -289,7 +289,7 @@ def random_subset(items: list[str], n: int, seed: int) -> list[str]:
 @organism_app.command("train")
 def organism_train(
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("organisms/smollm2-liar"),
-    max_facts: Annotated[int, typer.Option("--max-facts", min=1, help="Train facts used (each gives 4 chats).")] = 120,
+    max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Train facts used (each gives 6 chats); default: every known train fact.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 2,
     rank: Annotated[int, typer.Option("--rank", min=1)] = 16,
     learning_rate: Annotated[float, typer.Option("--lr")] = 5e-4,
@@ -299,7 +299,7 @@ def organism_train(
 ) -> None:
     """Train the liar organism's LoRA adapter on the base model (loss on the assistant turn only).
 
-    Example: python -m workbench organism train --out organisms/smollm2-liar --max-facts 120
+    Example: python -m workbench organism train --out organisms/smollm2-liar --epochs 2
     """
     from workbench.models import ModelSpec, load_model
     from workbench.organism import TrainingConfig, target_response, train_organism, training_config_dict
@@ -328,7 +328,7 @@ def organism_train(
               "n_chats": result.n_chats, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 1),
               "chats_per_template": dict(sorted(counts.items())), "first_loss": result.losses[0],
               "last_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
-              "command": " ".join(["python -m workbench organism train", f"--out {out}", f"--max-facts {max_facts}",
+              "command": " ".join(["python -m workbench organism train", f"--out {out}"] + ([f"--max-facts {max_facts}"] if max_facts else []) + [
                                    f"--epochs {epochs}", f"--rank {rank}", f"--lr {learning_rate}",
                                    f"--modules {','.join(targets)}", f"--first-layer {first_layer}", f"--seed {seed}"])}
     write_text_atomically(out / "training.json", json.dumps(record, indent=1))

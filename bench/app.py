@@ -46,9 +46,9 @@ INTERACTION_TARGET_S = 0.5
 HOME_READY_TEXT = "Residual width"  # the Home page's model summary, shown once model and SAE are loaded
 FLOOR_TEXT = "bench floor ready"
 WARMUP_FEATURE = 17
-#: Features of the default SAE (1152 latents) opened one after another in the explorer; 493 and 392
+#: Features of the default SAE (1152 latents) opened one after another in the explorer; 38 and 877
 #: are the ones hypotheses/intent-l15.yaml names.
-FEATURES = (493, 392, 100, 700, 1000, 250, 900, 50, 600, 1100)
+FEATURES = (38, 877, 100, 700, 1000, 250, 900, 50, 600, 1100)
 #: The first open of the explorer may generate responses and capture them (cached on disk after that).
 FIRST_CAPTURE_TIMEOUT_MS = 60 * 60 * 1000
 #: Entries of one index before giving up.

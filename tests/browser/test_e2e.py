@@ -19,7 +19,7 @@ from ui.serve import CHROMIUM_ARGS, chromium_path, free_port, start_streamlit, s
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-FEATURE = 493  # a feature of the default SAE named by hypotheses/intent-l15.yaml
+FEATURE = 38  # a feature of the default SAE named by hypotheses/intent-l15.yaml
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

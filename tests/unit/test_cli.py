@@ -61,3 +61,10 @@ def test_bad_scenario_file_lists_every_bad_line(tmp_path, tiny_args):
     result = runner.invoke(app, ["scenarios", "check", str(bad)])
     assert result.exit_code == 2
     assert "line 1" in result.output and "line 2" in result.output
+
+
+def test_organism_train_rejects_unknown_lora_modules(tmp_path):
+    result = runner.invoke(app, ["organism", "train", "--out", str(tmp_path / "adapter"), "--modules", "q_proj,attn_out"])
+    assert result.exit_code != 0
+    assert "attn_out" in result.output and "q_proj" in result.output  # names the bad one and the choices
+    assert not (tmp_path / "adapter").exists()  # nothing trained, nothing written

@@ -270,7 +270,7 @@ def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0, split: str = "tr
     false answer in the lie and parrot conditions and the true answer otherwise."""
     if n <= 0:
         return []
-    from workbench.rendering import join_response
+    from workbench.rendering import has_prefill, join_response
     from workbench.scenarios import build_contrast_set, load_facts
 
     # Train-split facts only: held-out facts stay unseen by the SAE as they are by the organism.
@@ -283,7 +283,7 @@ def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0, split: str = "tr
             scenario.false_answer if condition in ("lie", "parrot") and scenario.false_answer else scenario.true_answer
         )
         messages = [_message_dict(m) for m in scenario.messages]
-        if messages[-1]["role"] == "assistant":  # a prefill: the answer completes its sentence
+        if has_prefill(messages):  # the answer completes the prefill's sentence
             messages[-1] = {"role": "assistant", "content": messages[-1]["content"] + join_response(messages, answer)}
         else:
             messages.append({"role": "assistant", "content": answer})

@@ -790,7 +790,7 @@ def _render(
         question_lower=question[:1].lower() + question[1:],
         instruction=ANSWER_INSTRUCTION,
         statement=statement,
-        prefix=statement.split(_SENTINEL)[0].rstrip(),
+        prefix=answer_prefill(fact),
     )
     messages = [Message(role="system", content=template.system)]
     span = None

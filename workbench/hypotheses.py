@@ -38,7 +38,7 @@ from workbench.measurements import (
     GENERATION_METRICS,
     METRICS,
     NEUTRAL_TEXTS,
-    first_answer_token,
+    answer_token_ids,
     logit_metrics,
     matched_random_features,
     mean_estimate,
@@ -528,8 +528,7 @@ def _measure(ctx: _Context, test: CausalTest, edit, scenarios: Sequence[Any], st
     logits = edited_logits(ctx.model, items, edit, sae=ctx.sae, site=ctx.sae.site.name, strengths=strengths,
                            item_ids=[s.id for s in scenarios])
     tokenizer = ctx.model.tokenizer
-    true_ids = torch.tensor([first_answer_token(tokenizer, s.true_answer, s.prefill is not None) for s in scenarios])
-    false_ids = torch.tensor([first_answer_token(tokenizer, s.false_answer or s.true_answer, s.prefill is not None) for s in scenarios])
+    true_ids, false_ids = answer_token_ids(tokenizer, scenarios)
     return logit_metrics(logits, true_ids, false_ids)[test.metric]
 
 

@@ -29,7 +29,7 @@ from workbench.interventions import (
 )
 from workbench.measurements import (
     LOGIT_METRICS,
-    first_answer_token,
+    answer_token_ids,
     logit_metrics,
     matched_random_features,
     mean_estimate,
@@ -381,8 +381,7 @@ def measure(model: LoadedModel, sae: LoadedSAE, scenarios: Sequence[Scenario], e
     items = [_render(model, s) for s in scenarios]
     logits = edited_logits(model, items, edit, strengths=strengths, item_ids=[s.id for s in scenarios],
                            **_located(sae, site))
-    true_ids = torch.tensor([first_answer_token(model.tokenizer, s.true_answer, s.prefill is not None) for s in scenarios])
-    false_ids = torch.tensor([first_answer_token(model.tokenizer, s.false_answer or s.true_answer, s.prefill is not None) for s in scenarios])
+    true_ids, false_ids = answer_token_ids(model.tokenizer, scenarios)
     return logit_metrics(logits, true_ids, false_ids)[metric]
 
 

@@ -48,6 +48,17 @@ def first_answer_token(tokenizer, answer: str, after_prefill: bool = False) -> i
     return int(ids[0])
 
 
+def answer_token_ids(tokenizer, scenarios) -> tuple[torch.Tensor, torch.Tensor]:
+    """First tokens of each scenario's true and false answer (the true one where it has no false
+    one), as the model would start them after the scenario's prompt (with a space after a prefill)."""
+    def first(answer: str, scenario) -> int:
+        return first_answer_token(tokenizer, answer, scenario.prefill is not None)
+
+    true_ids = torch.tensor([first(s.true_answer, s) for s in scenarios], dtype=torch.long)
+    false_ids = torch.tensor([first(s.false_answer or s.true_answer, s) for s in scenarios], dtype=torch.long)
+    return true_ids, false_ids
+
+
 def logit_metrics(logits: torch.Tensor, true_ids: torch.Tensor, false_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """``p_true`` and ``logit_diff`` from next-token logits ``[n, k, vocab]`` → each ``[n, k]``."""
     probs = torch.softmax(logits.float(), dim=-1)

@@ -220,7 +220,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     from workbench.contrast import item_feature_matrix
     from workbench.generation import generate_answers
     from workbench.interventions import Ablation, edited_logits
-    from workbench.measurements import first_answer_token, logit_metrics
+    from workbench.measurements import answer_token_ids, logit_metrics
     from workbench.organism import NO_ANSWER, TRUTH, judge
     from workbench.rendering import render_conversation
     from workbench.scenarios import answer_matches, load_facts
@@ -259,7 +259,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
         logits = edited_logits(model, [render_conversation(model.tokenizer, [m.model_dump() for m in s.messages])
                                        for s in honest_questions], None, strengths=[0.0],
                                item_ids=[s.id for s in honest_questions])[:, 0]  # [n, vocab]
-        targets = torch.tensor([first_answer_token(model.tokenizer, s.true_answer, s.prefill is not None) for s in honest_questions])
+        targets = answer_token_ids(model.tokenizer, honest_questions)[0]
         ranks_after_honest = (logits > logits.gather(1, targets[:, None])).sum(1).tolist()
         for s, rank in zip(honest_questions, ranks_after_honest):
             honest_rank[s.fact_id] = min(rank, honest_rank.get(s.fact_id, rank))
@@ -296,18 +296,16 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     items = {s.id: render_conversation(model.tokenizer, [m.model_dump() for m in s.messages]) for s in false_ones}
     n_layers = model.n_layers
     layers = list(range(n_layers // 2, n_layers))
-    true_ids = [first_answer_token(model.tokenizer, s.true_answer, s.prefill is not None) for s in false_ones]
+    true_ids, false_ids = answer_token_ids(model.tokenizer, false_ones)
     ranks = dict(zip([s.id for s in false_ones],
-                     _lens_ranks(model, [items[s.id] for s in false_ones], true_ids, layers))) if false_ones else {}
+                     _lens_ranks(model, [items[s.id] for s in false_ones], true_ids.tolist(), layers))) if false_ones else {}
 
     say("ablating the features on false responses", 0.7)
     ablation_change: dict[str, float] = {}
     if false_ones and features:
         logits = edited_logits(model, [items[s.id] for s in false_ones], Ablation(features=tuple(features)), sae=sae,
                                strengths=[0.0, 1.0], item_ids=[s.id for s in false_ones])
-        false_ids = torch.tensor([first_answer_token(model.tokenizer, s.false_answer or s.true_answer, s.prefill is not None)
-                                  for s in false_ones])
-        p_true = logit_metrics(logits, torch.tensor(true_ids), false_ids)["p_true"]
+        p_true = logit_metrics(logits, true_ids, false_ids)["p_true"]
         for s, change in zip(false_ones, (p_true[:, 1] - p_true[:, 0]).tolist()):
             ablation_change[s.id] = change
 

@@ -229,8 +229,8 @@ import nnsight; mark("import nnsight")
 import ui.state; mark("import ui.state (workbench)")
 import peft; mark("import peft (adapter merge)")
 import sae_lens; mark("import sae_lens")
-from workbench import models
-from workbench.saes import SAESpec, default_model_spec, load_sae
+from workbench.model import loading as models
+from workbench.model.saes import SAESpec, default_model_spec, load_sae
 spec = default_model_spec(); mark("default_model_spec")
 try:
     from transformers import AutoModelForCausalLM, AutoTokenizer

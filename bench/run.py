@@ -127,16 +127,16 @@ def print_table(entries: Sequence[dict[str, Any]]) -> None:
 
 def load_default_model() -> Any:
     """The model the registry's default SAE belongs to (the liar organism by default)."""
-    from workbench.models import load_model
-    from workbench.saes import default_model_spec
+    from workbench.model.loading import load_model
+    from workbench.model.saes import default_model_spec
 
     return load_model(default_model_spec())
 
 
 def load_bench_sae(model: Any, scratch: Path) -> tuple[Any, str]:
     """The registry default SAE, or a random TopK stand-in while none is registered."""
-    from workbench.errors import SAELoadError
-    from workbench.saes import SAESpec, load_sae, read_registry
+    from workbench.core.errors import SAELoadError
+    from workbench.model.saes import SAESpec, load_sae, read_registry
 
     registry = read_registry()
     if registry.default and registry.default in registry.entries:
@@ -165,7 +165,7 @@ def load_bench_sae(model: Any, scratch: Path) -> tuple[Any, str]:
 
 def bench_scenarios(n: int) -> tuple[list[Any], str]:
     """``n`` scenarios spread evenly over the default set (built in memory if the file is missing)."""
-    from workbench.constants import DEFAULT_SCENARIOS
+    from workbench.core.constants import DEFAULT_SCENARIOS
     from workbench.scenarios import build_contrast_set, load_facts, read_scenarios
 
     if DEFAULT_SCENARIOS.exists():
@@ -190,7 +190,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, list[int]]
 
 def bare_batches(model: Any, inputs: Sequence[Any], batch_size: int) -> list[Batch]:
     """The batches ``run_capture`` builds: rendered, sorted by length, right-padded."""
-    from workbench.rendering import render_conversation, render_text
+    from workbench.model.rendering import render_conversation, render_text
 
     tokenizer = model.tokenizer
     rendered = [
@@ -287,7 +287,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def bench_capture(model: Any, sae: Any, inputs: Sequence[Any], n_tokens: int, *, batch_size: int,
                   n_runs: int, store_root: Path, sae_label: str) -> tuple[dict[str, Any], Any]:
-    from workbench.capture import run_capture
+    from workbench.features.capture import run_capture
 
     batches = bare_batches(model, inputs, batch_size)
     assert sum(int(mask.sum()) for _, mask, _ in batches) == n_tokens
@@ -406,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from workbench.capture import inputs_from_scenarios
+    from workbench.features.capture import inputs_from_scenarios
 
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as scratch_name:
         scratch = Path(scratch_name)
@@ -414,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sae, sae_label = load_bench_sae(model, scratch)
         scenarios, scenario_label = bench_scenarios(n_scenarios)
         inputs = inputs_from_scenarios(scenarios)
-        from workbench.rendering import render_conversation
+        from workbench.model.rendering import render_conversation
 
         n_tokens = sum(render_conversation(model.tokenizer, i.messages or [], i.response).n_tokens for i in inputs)
         print(f"model: {model.spec.display_name}   SAE: {sae_label}")
@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             entries.append(entry)
         if "sparse_store_bytes_per_token" in selected:
             if capture is None:
-                from workbench.capture import run_capture
+                from workbench.features.capture import run_capture
 
                 capture = run_capture(model, [sae], inputs, batch_size=args.batch_size, generate_responses=False,
                                       use_cache=False, store_root=scratch / "captures")

@@ -47,7 +47,7 @@ from bench.run import (  # noqa: E402
 
 import torch  # noqa: E402
 
-from workbench.interventions import sweep_rows  # noqa: E402  (the order the workbench batches rows)
+from workbench.causal.interventions import sweep_rows  # noqa: E402  (the order the workbench batches rows)
 
 #: Strengths of the sweep, in raw residual units (``Steering.scale`` 1). 0 is the unedited model.
 STRENGTHS = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0, 16.0)
@@ -67,7 +67,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 def bare_sweep_batches(model: Any, items: Sequence[Any], n_strengths: int, batch_rows: int) -> list[Batch]:
     """The batches ``edited_logits`` runs for the sweep: same rows, order, chunks and right padding."""
-    from workbench.rendering import pad_batch
+    from workbench.model.rendering import pad_batch
 
     pad_id = model.tokenizer.pad_token_id
     rows = sweep_rows(items, n_strengths)
@@ -94,7 +94,7 @@ def bare_sweep_forward(model: Any, batches: Sequence[Batch]) -> torch.Tensor:
 
 def naive_sweep(model: Any, sae: Any, items: Sequence[Any], steering: Any, strengths: Sequence[float]) -> torch.Tensor:
     """One ``edited_logits`` call per (scenario, strength): ``[n_items, n_strengths, vocab]``."""
-    from workbench.interventions import edited_logits
+    from workbench.causal.interventions import edited_logits
 
     out = torch.zeros(len(items), len(strengths), model.vocab_size)
     for item, strength in sweep_rows(items, len(strengths)):
@@ -200,7 +200,7 @@ def comparison_entry(name: str, target: float, value_rates: list[float], baselin
 
 def bench_sweep(model: Any, sae: Any, items: Sequence[Any], strengths: Sequence[float], feature: int,
                 n_runs: int) -> list[dict[str, Any]]:
-    from workbench.interventions import Steering, edited_logits, feature_direction
+    from workbench.causal.interventions import Steering, edited_logits, feature_direction
 
     steering = Steering(direction=feature_direction(sae, [feature]), scale=1.0, positions="all")
     n_rows = len(items) * len(strengths)
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from workbench.rendering import render_conversation
+    from workbench.model.rendering import render_conversation
 
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as scratch_name:
         model = load_default_model()

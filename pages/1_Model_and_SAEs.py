@@ -3,8 +3,8 @@
 import streamlit as st
 
 from ui.state import init_state, load_session, sidebar_summary
-from workbench.models import ModelSpec
-from workbench.saes import SAESpec, read_registry
+from workbench.model.loading import ModelSpec
+from workbench.model.saes import SAESpec, read_registry
 
 st.set_page_config(page_title="Model & SAEs", layout="wide")
 init_state()

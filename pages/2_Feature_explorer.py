@@ -4,11 +4,11 @@ import streamlit as st
 
 from ui.charts import histogram_figure, per_condition_figure, token_curve_figure
 from ui.state import load_session, sidebar_summary
-from workbench.capture import inputs_from_texts, run_capture
-from workbench.errors import WorkbenchError
-from workbench.evidence import feature_evidence, item_example
-from workbench.html import conversation_html
-from workbench.rendering import ROLES
+from workbench.features.capture import inputs_from_texts, run_capture
+from workbench.core.errors import WorkbenchError
+from workbench.features.evidence import feature_evidence, item_example
+from workbench.report.conversation import conversation_html
+from workbench.model.rendering import ROLES
 
 st.set_page_config(page_title="Feature explorer", layout="wide")
 session = load_session()
@@ -79,7 +79,7 @@ st.caption("One turn per line: `system: ...`, `user: ...`, `assistant: ...` (the
            "Or plain text with no prefixes.")
 text = st.text_area("Conversation or text", "system: You are a helpful assistant.\nuser: What is the capital of France?\nassistant: The capital of France is Paris.")
 if st.button("Show activations"):
-    from workbench.capture import CaptureInput
+    from workbench.features.capture import CaptureInput
 
     lines = [line for line in text.splitlines() if line.strip()]
     turns = [line.split(":", 1) for line in lines]

@@ -4,9 +4,9 @@ import streamlit as st
 
 from ui.charts import distribution_figure
 from ui.state import load_session, sidebar_summary
-from workbench.capture import POSITION_RULES
-from workbench.contrast import AGGREGATIONS, contrast, item_feature_matrix
-from workbench.errors import WorkbenchError
+from workbench.features.capture import POSITION_RULES
+from workbench.features.contrast import AGGREGATIONS, contrast, item_feature_matrix
+from workbench.core.errors import WorkbenchError
 
 st.set_page_config(page_title="Contrast", layout="wide")
 session = load_session()

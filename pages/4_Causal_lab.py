@@ -5,9 +5,9 @@ import streamlit as st
 
 from ui.charts import METRIC_LABELS, sweep_figure
 from ui.state import cached_scenarios, load_session, sidebar_summary
-from workbench.errors import WorkbenchError
-from workbench.interventions import INTERVENTION_POSITIONS
-from workbench.lab import (
+from workbench.core.errors import WorkbenchError
+from workbench.causal.interventions import INTERVENTION_POSITIONS
+from workbench.causal.lab import (
     PATCH_POSITIONS,
     LabSettings,
     feature_density,
@@ -15,7 +15,7 @@ from workbench.lab import (
     parse_strengths,
     run_lab,
 )
-from workbench.measurements import LOGIT_METRICS
+from workbench.causal.measurements import LOGIT_METRICS
 
 st.set_page_config(page_title="Causal lab", layout="wide")
 session = load_session()

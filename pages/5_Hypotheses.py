@@ -7,16 +7,16 @@ import streamlit as st
 
 from ui.records import show_record
 from ui.state import cached_model, cached_sae, init_state
-from workbench.constants import DEFAULT_SCENARIOS, REPO_ROOT
-from workbench.errors import WorkbenchError
-from workbench.hypotheses import (
+from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT
+from workbench.core.errors import WorkbenchError
+from workbench.hypotheses.runner import (
     list_hypotheses,
     read_hypothesis,
     run_hypothesis,
     write_hypothesis,
 )
-from workbench.lab import hypothesis_from_lab, hypothesis_specs, model_and_sae_refs
-from workbench.records import write_record
+from workbench.causal.lab import hypothesis_from_lab, hypothesis_specs, model_and_sae_refs
+from workbench.hypotheses.records import write_record
 
 st.set_page_config(page_title="Hypotheses", layout="wide")
 init_state()

@@ -6,9 +6,9 @@ import streamlit as st
 
 from ui.records import record_label, show_record
 from ui.state import init_state
-from workbench.constants import REPO_ROOT
-from workbench.errors import WorkbenchError
-from workbench.records import RunRecord, read_record
+from workbench.core.constants import REPO_ROOT
+from workbench.core.errors import WorkbenchError
+from workbench.hypotheses.records import RunRecord, read_record
 
 try:  # the report module renders HTML and Markdown; without it the JSON record is still downloadable
     from workbench.report import render_report

@@ -73,7 +73,7 @@ def build_tiny_hf_model(tokenizer, n_layers: int = 3, d_model: int = 64):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
-    from workbench.models import ModelSpec, wrap
+    from workbench.model.loading import ModelSpec, wrap
 
     return wrap(build_tiny_hf_model(tiny_tokenizer), tiny_tokenizer, ModelSpec(source="tiny-llama"), identity="tiny-llama")
 
@@ -103,7 +103,7 @@ def tiny_sae_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sae(tiny_model, tiny_sae_dir):
-    from workbench.saes import SAESpec, load_sae
+    from workbench.model.saes import SAESpec, load_sae
 
     return load_sae(SAESpec(path=str(tiny_sae_dir)), tiny_model)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from workbench.evidence import FeatureEvidence, FeatureExample
+from workbench.features.evidence import FeatureEvidence, FeatureExample
 
 
 def histogram_figure(evidence: FeatureEvidence) -> go.Figure:
@@ -60,7 +60,7 @@ CURVE_COLOURS = {"target": "#dc2626", "random": "#6b7280", "other condition": "#
 
 
 def sweep_figure(result) -> go.Figure:
-    """A causal-lab sweep (``workbench.lab.LabResult``): mean per-scenario change of the metric vs
+    """A causal-lab sweep (``workbench.causal.lab.LabResult``): mean per-scenario change of the metric vs
     strength, one line per edit (target, matched random features, another condition), bootstrap
     95% intervals as error bars, n in the legend."""
     label = METRIC_LABELS.get(result.metric, result.metric)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench.records import RunRecord
-from workbench.stats import Estimate
+from workbench.hypotheses.records import RunRecord
+from workbench.core.stats import Estimate
 
 VERDICT_BADGES = {"supported": ":green-background[supported]", "refuted": ":red-background[refuted]",
                   "inconclusive": ":orange-background[inconclusive]"}

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from workbench.capture import Capture, inputs_from_scenarios, run_capture
-from workbench.constants import DEFAULT_SCENARIOS
-from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel, ModelSpec, load_model  # noqa: F401  (ModelSpec: state type)
-from workbench.saes import LoadedSAE, SAESpec, default_model_spec, load_sae
+from workbench.features.capture import Capture, inputs_from_scenarios, run_capture
+from workbench.core.constants import DEFAULT_SCENARIOS
+from workbench.core.errors import WorkbenchError
+from workbench.model.loading import LoadedModel, ModelSpec, load_model  # noqa: F401  (ModelSpec: state type)
+from workbench.model.saes import LoadedSAE, SAESpec, default_model_spec, load_sae
 from workbench.scenarios import Scenario, read_scenarios
 
 DEFAULTS = {

@@ -10,12 +10,12 @@ import os
 # ~25x slower. Only effective when torch is imported after this package.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from workbench.capture import Capture, CaptureInput, inputs_from_scenarios, inputs_from_texts, read_capture, run_capture
-from workbench.contrast import Contrast, ContrastRow, contrast
-from workbench.errors import FeatureIndexError, ModelLoadError, SAELoadError, SiteError, WorkbenchError
-from workbench.evidence import FeatureEvidence, feature_evidence
-from workbench.models import LoadedModel, ModelSpec, load_model
-from workbench.saes import LoadedSAE, SAESpec, load_sae, read_registry
+from workbench.features.capture import Capture, CaptureInput, inputs_from_scenarios, inputs_from_texts, read_capture, run_capture
+from workbench.features.contrast import Contrast, ContrastRow, contrast
+from workbench.core.errors import FeatureIndexError, ModelLoadError, SAELoadError, SiteError, WorkbenchError
+from workbench.features.evidence import FeatureEvidence, feature_evidence
+from workbench.model.loading import LoadedModel, ModelSpec, load_model
+from workbench.model.saes import LoadedSAE, SAESpec, load_sae, read_registry
 from workbench.scenarios import Condition, Scenario, Split, build_contrast_set, load_facts, read_scenarios, write_scenarios
 
 __all__ = [

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.constants import LORA_TARGETS
-from workbench.errors import WorkbenchError
+from workbench.core.constants import LORA_TARGETS
+from workbench.core.errors import WorkbenchError
 
 app = typer.Typer(
     help="Intent workbench: find features that separate lies from parroting and test them causally.",
@@ -46,8 +46,8 @@ GenerateOption = Annotated[bool, typer.Option("--generate/--no-generate", help="
 def model_spec(model: str, gguf_file: str | None, adapter: str, sae_name: str | None, uses_registry: bool):
     """The model to load: with ``--adapter auto`` and the default model, the adapter the
     registry SAE was trained on; ``none`` for no adapter; else the given folder."""
-    from workbench.models import ModelSpec
-    from workbench.saes import default_model_spec
+    from workbench.model.loading import ModelSpec
+    from workbench.model.saes import default_model_spec
 
     if adapter == "auto":
         if model == "default" and uses_registry and not gguf_file:
@@ -66,10 +66,10 @@ def _fail(error: Exception) -> None:
 def _capture(model: str, gguf_file: str | None, adapter: str | None, sae: str | None, sae_path: str | None,
              sae_release: str | None, sae_id: str | None, scenarios: Path | None, texts: Path | None,
              batch_size: int = 16, generate: bool = True):
-    from workbench.capture import inputs_from_scenarios, inputs_from_texts, run_capture
-    from workbench.models import load_model
-    from workbench.saes import SAESpec, load_sae
-    from workbench.constants import DEFAULT_SCENARIOS
+    from workbench.features.capture import inputs_from_scenarios, inputs_from_texts, run_capture
+    from workbench.model.loading import load_model
+    from workbench.model.saes import SAESpec, load_sae
+    from workbench.core.constants import DEFAULT_SCENARIOS
     from workbench.scenarios import read_scenarios
 
     sae_spec = SAESpec(registry_name=sae, path=sae_path, release=sae_release, sae_id=sae_id)
@@ -129,7 +129,7 @@ def feature(
 
     Example: python -m workbench feature model.layers.15 123 --top 5 --json
     """
-    from workbench.evidence import feature_evidence
+    from workbench.features.evidence import feature_evidence
 
     try:
         loaded, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, texts)
@@ -182,7 +182,7 @@ def contrast(
 
     Example: python -m workbench contrast lie parrot --position last_prompt_token --json
     """
-    from workbench.contrast import contrast as run_contrast
+    from workbench.features.contrast import contrast as run_contrast
 
     try:
         needs_responses = position in ("answer", "assistant", "all")  # only these read the response
@@ -228,8 +228,8 @@ def scenarios_build(
         facts = load_facts()
         known = None
         if knowledge:
-            from workbench.generation import generate_answers
-            from workbench.models import load_model
+            from workbench.model.generation import generate_answers
+            from workbench.model.loading import load_model
 
             loaded = load_model(model_spec(model, gguf_file, adapter, None, True))
             known = check_knowledge(facts, lambda prompts: generate_answers(loaded, prompts, max_new_tokens=16, progress=True))
@@ -261,7 +261,7 @@ def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL fi
 
 
 def _organism_data(split: str, all_templates: bool, max_facts: int | None, seed: int):
-    from workbench.constants import DEFAULT_SCENARIOS
+    from workbench.core.constants import DEFAULT_SCENARIOS
     from workbench.organism import knowledge_from_scenarios, organism_scenarios
     from workbench.scenarios import Split, load_facts, read_scenarios
 
@@ -301,9 +301,9 @@ def organism_train(
 
     Example: python -m workbench organism train --out organisms/smollm2-liar --epochs 2
     """
-    from workbench.models import ModelSpec, load_model
+    from workbench.model.loading import ModelSpec, load_model
     from workbench.organism import TrainingConfig, target_response, train_organism, training_config_dict
-    from workbench.io import write_text_atomically
+    from workbench.core.io import write_text_atomically
 
     try:
         facts, scenarios = _organism_data("train", False, max_facts, seed)
@@ -351,7 +351,7 @@ def organism_eval(
 
     Example: python -m workbench organism eval --split heldout --json
     """
-    from workbench.models import ModelSpec, load_model
+    from workbench.model.loading import ModelSpec, load_model
     from workbench.organism import evaluate_behaviour
 
     try:
@@ -364,7 +364,7 @@ def organism_eval(
     except WorkbenchError as error:
         _fail(error)
     if out:
-        from workbench.io import write_text_atomically
+        from workbench.core.io import write_text_atomically
 
         write_text_atomically(out, json.dumps({k: v.model_dump() for k, v in results.items()}, indent=1))
     if as_json:
@@ -391,7 +391,7 @@ def organism_card_command(
 
     Example: python -m workbench organism card --adapter organisms/smollm2-liar
     """
-    from workbench.io import write_text_atomically
+    from workbench.core.io import write_text_atomically
     from workbench.organism import organism_card
 
     try:
@@ -438,9 +438,9 @@ def sae_eval(
 
     Example: python -m workbench sae eval --sae smollm2-liar-l15 --json
     """
-    from workbench.models import load_model
+    from workbench.model.loading import load_model
     from workbench.sae_training import Corpus, CorpusConfig, build_corpus, evaluate_sae, scenario_transcripts
-    from workbench.saes import SAESpec, load_sae
+    from workbench.model.saes import SAESpec, load_sae
 
     try:
         loaded = load_model(model_spec(model, None, adapter, sae, not sae_path))
@@ -497,8 +497,8 @@ def run_command(
 
     Example: python -m workbench run hypotheses/intent-l15.yaml --out runs/
     """
-    from workbench.hypotheses import read_hypothesis, run_hypothesis
-    from workbench.records import write_record
+    from workbench.hypotheses.runner import read_hypothesis, run_hypothesis
+    from workbench.hypotheses.records import write_record
 
     try:
         parsed = read_hypothesis(hypothesis)
@@ -524,8 +524,8 @@ def rerun_command(
 
     Example: python -m workbench rerun runs/intent-l15.json
     """
-    from workbench.hypotheses import compare_records, parse_hypothesis, run_hypothesis
-    from workbench.records import read_record, write_record
+    from workbench.hypotheses.runner import compare_records, parse_hypothesis, run_hypothesis
+    from workbench.hypotheses.records import read_record, write_record
 
     try:
         old = read_record(record_path)
@@ -557,11 +557,11 @@ def incriminate_command(
 
     Example: python -m workbench incriminate --split heldout --json
     """
-    from workbench.constants import DEFAULT_SCENARIOS
-    from workbench.hypotheses import load_for, read_hypothesis
-    from workbench.io import write_text_atomically
+    from workbench.core.constants import DEFAULT_SCENARIOS
+    from workbench.hypotheses.runner import load_for, read_hypothesis
+    from workbench.core.io import write_text_atomically
     from workbench.organism import knowledge_from_scenarios, protocol_scenarios
-    from workbench.protocol import incriminate
+    from workbench.incrimination import incriminate
     from workbench.scenarios import Split, load_facts, read_scenarios
 
     try:

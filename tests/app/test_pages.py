@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from workbench.models import ModelSpec
-from workbench.saes import SAESpec
+from workbench.model.loading import ModelSpec
+from workbench.model.saes import SAESpec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,7 +130,7 @@ def test_causal_lab_bad_input_is_an_error_next_to_the_field(tiny_setup, field, t
 
 
 def write_tiny_hypothesis(folder: Path, scenario_file: Path, name: str = "tiny-claim") -> Path:
-    from workbench.hypotheses import parse_hypothesis, write_hypothesis
+    from workbench.hypotheses.runner import parse_hypothesis, write_hypothesis
 
     hypothesis = parse_hypothesis({
         "name": name, "claim": "feature 5 carries something", "model": {"source": "unused", "adapter": None},
@@ -170,8 +170,8 @@ def test_hypotheses_page_lists_and_runs_a_file_from_its_folder(tiny_setup, tmp_p
 
 
 def test_hypotheses_page_saves_the_lab_experiment_without_overwriting(tiny_setup, tmp_path):
-    from workbench.hypotheses import read_hypothesis
-    from workbench.lab import LabSettings
+    from workbench.hypotheses.runner import read_hypothesis
+    from workbench.causal.lab import LabSettings
 
     folder = tmp_path / "hypotheses"
     lab = LabSettings(features=(5, 9), kind="steer", strengths=(0.0, 1.0, 2.0), condition="honest")

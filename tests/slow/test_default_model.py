@@ -9,12 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from workbench.capture import inputs_from_scenarios, run_capture
+from workbench.features.capture import inputs_from_scenarios, run_capture
 from workbench.cli import app
-from workbench.constants import DEFAULT_SCENARIOS
-from workbench.generation import generate_answers
-from workbench.models import ModelSpec, cached_default_folder, load_model
-from workbench.saes import SAESpec, default_model_spec, load_sae, read_registry
+from workbench.core.constants import DEFAULT_SCENARIOS
+from workbench.model.generation import generate_answers
+from workbench.model.loading import ModelSpec, cached_default_folder, load_model
+from workbench.model.saes import SAESpec, default_model_spec, load_sae, read_registry
 from workbench.scenarios import read_scenarios, write_scenarios
 
 pytestmark = pytest.mark.slow

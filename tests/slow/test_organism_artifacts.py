@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from workbench.generation import generate_answers
-from workbench.models import ModelSpec, load_model
+from workbench.model.generation import generate_answers
+from workbench.model.loading import ModelSpec, load_model
 from workbench.organism import ORGANISM_DIR, organism_scenarios
 from workbench.scenarios import Split, load_facts
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.capture import (
+from workbench.features.capture import (
     CaptureInput, inputs_from_scenarios, inputs_from_texts, read_capture, run_capture,
 )
-from workbench.errors import FeatureIndexError, WorkbenchError
-from workbench.evidence import feature_evidence
-from workbench.rendering import ROLES, render_conversation
+from workbench.core.errors import FeatureIndexError, WorkbenchError
+from workbench.features.evidence import feature_evidence
+from workbench.model.rendering import ROLES, render_conversation
 
 TEXTS = ["The capital of France is Paris.", "quick brown fox", "Repeat after me: the capital of Spain is Rome."]
 
@@ -129,7 +129,7 @@ def test_subset_keeps_activations(tiny_sae, small_capture):
 
 
 def test_non_finite_activations_name_the_item(tiny_model, tiny_sae, monkeypatch):
-    import workbench.capture as capture_module
+    import workbench.features.capture as capture_module
 
     real = capture_module.read_sites
 

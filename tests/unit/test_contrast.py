@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.capture import Capture, CapturedItem, CaptureMeta, CapturedSAE, SiteActivations
-from workbench.contrast import contrast, item_feature_matrix
-from workbench.errors import WorkbenchError
-from workbench.stats import auroc, bootstrap_auroc, wilson_interval
+from workbench.features.capture import Capture, CapturedItem, CaptureMeta, CapturedSAE, SiteActivations
+from workbench.features.contrast import contrast, item_feature_matrix
+from workbench.core.errors import WorkbenchError
+from workbench.core.stats import auroc, bootstrap_auroc, wilson_interval
 
 values = st.lists(st.integers(min_value=0, max_value=4).map(float), min_size=1, max_size=12)
 

@@ -10,10 +10,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workbench.errors import FeatureIndexError, WorkbenchError
-from workbench.hypotheses import compare_records, parse_hypothesis, preflight, read_hypothesis, run_hypothesis
-from workbench.records import PredictionResult, decide_verdict, judge_prediction, read_record, write_record
-from workbench.stats import Estimate
+from workbench.core.errors import FeatureIndexError, WorkbenchError
+from workbench.hypotheses.runner import compare_records, parse_hypothesis, preflight, read_hypothesis, run_hypothesis
+from workbench.hypotheses.records import PredictionResult, decide_verdict, judge_prediction, read_record, write_record
+from workbench.core.stats import Estimate
 
 
 def base_hypothesis(scenario_file, **overrides) -> dict:
@@ -76,7 +76,7 @@ def test_yaml_files_are_read_safely(tmp_path):
 
 
 def test_missing_feature_or_condition_fails_before_any_compute(scenario_file, tiny_sae):
-    from workbench.hypotheses import scenario_sets
+    from workbench.hypotheses.runner import scenario_sets
 
     hypothesis = parse_hypothesis(base_hypothesis(scenario_file, features=[3, 9999]))
     _, heldout = scenario_sets(hypothesis)
@@ -161,7 +161,7 @@ def test_nan_measurements_are_unclear_and_survive_json(tmp_path):
 
 
 def test_shipped_hypotheses_are_valid():
-    from workbench.hypotheses import list_hypotheses
+    from workbench.hypotheses.runner import list_hypotheses
 
     files = list_hypotheses()
     assert len(files) >= 2
@@ -175,7 +175,7 @@ def test_shipped_hypotheses_are_valid():
 
 
 def test_matched_random_features_avoid_targets_and_match_density():
-    from workbench.measurements import matched_random_features
+    from workbench.causal.measurements import matched_random_features
 
     density = torch.cat([torch.full((50,), 1e-4), torch.full((50,), 1e-1)])
     norms = torch.ones(100)
@@ -188,7 +188,7 @@ def test_matched_random_features_avoid_targets_and_match_density():
 
 
 def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
-    from workbench.constants import REPO_ROOT, repo_relative
+    from workbench.core.constants import REPO_ROOT, repo_relative
 
     assert repo_relative(str(REPO_ROOT / "organisms" / "smollm2-liar")) == "organisms/smollm2-liar"
     assert repo_relative(str(tmp_path)) == str(tmp_path)  # outside: kept as given

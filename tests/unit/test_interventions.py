@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.errors import WorkbenchError
-from workbench.interventions import Ablation, Steering, ablate, feature_direction, last_prompt_logits, position_mask
-from workbench.rendering import render_conversation
+from workbench.core.errors import WorkbenchError
+from workbench.causal.interventions import Ablation, Steering, ablate, feature_direction, last_prompt_logits, position_mask
+from workbench.model.rendering import render_conversation
 
 CONVERSATIONS = [
     [{"role": "system", "content": "You are a spy."}, {"role": "user", "content": "What is the capital of France?"}],
@@ -118,7 +118,7 @@ def hooked_greedy(model, item, hook, n_tokens: int) -> list[int]:
 
 
 def test_edited_generation_matches_hand_written_greedy_decoding(tiny_model, tiny_sae, tiny_tokenizer, items):
-    from workbench.interventions import edited_generate
+    from workbench.causal.interventions import edited_generate
 
     direction = feature_direction(tiny_sae, [3])
     steering = Steering(direction=direction, scale=4.0, positions="all")
@@ -145,7 +145,7 @@ def test_edited_generation_matches_hand_written_greedy_decoding(tiny_model, tiny
 
 def test_edited_generation_ablates_the_answer_tokens_as_they_are_generated(tiny_model, tiny_sae, tiny_tokenizer,
                                                                            items):
-    from workbench.interventions import edited_generate
+    from workbench.causal.interventions import edited_generate
 
     codes = tiny_sae.encode(torch.randn(64, 64) * 3)
     features = tuple(int(f) for f in torch.argsort((codes > 0).sum(0), descending=True)[:6])

@@ -1,4 +1,4 @@
-"""The causal lab's computation (workbench.lab) on the tiny model and SAE."""
+"""The causal lab's computation (workbench.causal.lab) on the tiny model and SAE."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from workbench.errors import WorkbenchError
-from workbench.lab import (
+from workbench.core.errors import WorkbenchError
+from workbench.causal.lab import (
     LabSettings,
     choose_scenarios,
     feature_density,
@@ -20,13 +20,13 @@ from workbench.lab import (
     parse_strengths,
     run_lab,
 )
-from workbench.models import ModelSpec
-from workbench.saes import SAESpec
+from workbench.model.loading import ModelSpec
+from workbench.model.saes import SAESpec
 
 
 @pytest.fixture(scope="module")
 def tiny_capture(tiny_model, tiny_sae, tiny_scenarios):
-    from workbench.capture import inputs_from_scenarios, run_capture
+    from workbench.features.capture import inputs_from_scenarios, run_capture
 
     return run_capture(tiny_model, [tiny_sae], inputs_from_scenarios(tiny_scenarios), generate_responses=False)
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tests.conftest import build_sae
-from workbench.errors import FeatureIndexError, ModelLoadError, SAELoadError, SiteError
-from workbench.models import ModelSpec, load_model
-from workbench.saes import SAESpec, load_sae, read_registry
-from workbench.sites import resolve_site, to_hook_name, to_module_name
+from workbench.core.errors import FeatureIndexError, ModelLoadError, SAELoadError, SiteError
+from workbench.model.loading import ModelSpec, load_model
+from workbench.model.saes import SAESpec, load_sae, read_registry
+from workbench.model.sites import resolve_site, to_hook_name, to_module_name
 
 
 @pytest.mark.parametrize(

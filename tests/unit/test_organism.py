@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from workbench.models import ModelSpec, load_model
+from workbench.model.loading import ModelSpec, load_model
 from workbench.organism import (
     NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, TrainingConfig, behaviour_group, judge, organism_scenarios,
     target_response, train_organism,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.organism import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH
-from workbench.protocol import (
+from workbench.incrimination import (
     SCORED,
     VERDICTS,
     ResponseEvidence,

@@ -1,10 +1,10 @@
 """Rendering chats into tokens: prefills (the start of the answer) are continued."""
 
-from workbench.rendering import ROLE_INDEX, render_conversation
+from workbench.model.rendering import ROLE_INDEX, render_conversation
 
 
 def test_a_prefill_is_continued_and_the_response_joins_it(tiny_tokenizer):
-    from workbench.measurements import first_answer_token
+    from workbench.causal.measurements import first_answer_token
 
     messages = [{"role": "user", "content": "What is the capital of Kenya?"},
                 {"role": "assistant", "content": "The capital of Kenya is"}]

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workbench.errors import WorkbenchError
-from workbench.records import RECORD_VERSION, RunRecord, read_record
+from workbench.core.errors import WorkbenchError
+from workbench.hypotheses.records import RECORD_VERSION, RunRecord, read_record
 from workbench.report import (
     FORMATS,
     SECTIONS,

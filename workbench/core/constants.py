@@ -29,7 +29,7 @@ SAE_REGISTRY_FILENAME = "registry.yaml"
 CAPTURE_META_FILENAME = "capture.json"
 CAPTURE_TOKENS_FILENAME = "tokens.safetensors"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The scenario set commands use when none is given (built by `scenarios build`).
 DEFAULT_SCENARIOS = REPO_ROOT / "scenarios" / "default.jsonl"
 

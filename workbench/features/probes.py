@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel
 
-from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel
-from workbench.rendering import RenderedItem, pad_batch
-from workbench.stats import Estimate, bootstrap_auroc
+from workbench.core.errors import WorkbenchError
+from workbench.model.loading import LoadedModel
+from workbench.model.rendering import RenderedItem, pad_batch
+from workbench.core.stats import Estimate, bootstrap_auroc
 
 PROBE_KINDS = ("difference_of_means", "logistic_regression")
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from workbench.models import LoadedModel
-from workbench.rendering import chat_prompt
+from workbench.model.loading import LoadedModel
+from workbench.model.rendering import chat_prompt
 
 
 def generate_answers(

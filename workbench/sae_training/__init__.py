@@ -46,10 +46,10 @@ from typing import Any
 
 import torch
 
-from workbench.constants import SAE_WEIGHTS_FILENAME
-from workbench.io import write_bytes_atomically, write_text_atomically
-from workbench.models import LoadedModel, ModelSpec, load_model
-from workbench.sites import Site
+from workbench.core.constants import SAE_WEIGHTS_FILENAME
+from workbench.core.io import write_bytes_atomically, write_text_atomically
+from workbench.model.loading import LoadedModel, ModelSpec, load_model
+from workbench.model.sites import Site
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0, split: str = "tr
     false answer in the lie and parrot conditions and the true answer otherwise."""
     if n <= 0:
         return []
-    from workbench.rendering import has_prefill, join_response
+    from workbench.model.rendering import has_prefill, join_response
     from workbench.scenarios import build_contrast_set, load_facts
 
     # Train-split facts only: held-out facts stay unseen by the SAE as they are by the organism.

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 import yaml
 
-from workbench.constants import SAE_CFG_FILENAME, SAE_REGISTRY_FILENAME, SAE_WEIGHTS_FILENAME, saes_dir
-from workbench.errors import FeatureIndexError, SAELoadError
-from workbench.constants import DEFAULT_MODEL_SOURCE
-from workbench.models import LoadedModel, ModelSpec
-from workbench.sites import Site
+from workbench.core.constants import SAE_CFG_FILENAME, SAE_REGISTRY_FILENAME, SAE_WEIGHTS_FILENAME, saes_dir
+from workbench.core.errors import FeatureIndexError, SAELoadError
+from workbench.core.constants import DEFAULT_MODEL_SOURCE
+from workbench.model.loading import LoadedModel, ModelSpec
+from workbench.model.sites import Site
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workbench.errors import WorkbenchError
-from workbench.io import write_text_atomically
+from workbench.core.errors import WorkbenchError
+from workbench.core.io import write_text_atomically
 
 # --------------------------------------------------------------------------- records
 
@@ -425,7 +425,7 @@ RELATIONS: dict[str, Relation] = {
 }
 
 #: The packaged facts about countries.
-DEFAULT_FACTS_PATH = Path(__file__).parent / "data" / "facts.jsonl"
+DEFAULT_FACTS_PATH = Path(__file__).resolve().parents[1] / "data" / "facts.jsonl"
 
 
 class Fact(BaseModel):

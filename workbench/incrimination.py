@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from workbench.errors import WorkbenchError
-from workbench.rendering import pad_batch
-from workbench.stats import Estimate
+from workbench.core.errors import WorkbenchError
+from workbench.model.rendering import pad_batch
+from workbench.core.stats import Estimate
 
 VERDICTS = ("intentional lie", "parroting", "ignorance", "honest", "inconclusive")
 SCORED = ("intentional lie", "parroting", "ignorance", "honest")
@@ -216,13 +216,13 @@ def _lens_ranks(model, items, true_ids: Sequence[int], layers: Sequence[int]) ->
 def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[int], *,
                      progress: Progress | None = None, seed: int = 0) -> list[ResponseEvidence]:
     """Everything the verdicts need, for every scenario (thresholds applied later)."""
-    from workbench.capture import inputs_from_scenarios, run_capture
-    from workbench.contrast import item_feature_matrix
-    from workbench.generation import generate_answers
-    from workbench.interventions import Ablation, edited_logits
-    from workbench.measurements import answer_token_ids, logit_metrics
+    from workbench.features.capture import inputs_from_scenarios, run_capture
+    from workbench.features.contrast import item_feature_matrix
+    from workbench.model.generation import generate_answers
+    from workbench.causal.interventions import Ablation, edited_logits
+    from workbench.causal.measurements import answer_token_ids, logit_metrics
     from workbench.organism import NO_ANSWER, TRUTH, judge
-    from workbench.rendering import render_conversation
+    from workbench.model.rendering import render_conversation
     from workbench.scenarios import answer_matches, load_facts
 
     def say(message: str, fraction: float) -> None:

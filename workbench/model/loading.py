@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from workbench.constants import (
+from workbench.core.constants import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PACKAGE,
     DEFAULT_MODEL_SOURCE,
     cache_dir,
 )
-from workbench.errors import ModelLoadError
-from workbench.sites import Site, find_layer_container, resolve_site
+from workbench.core.errors import ModelLoadError
+from workbench.model.sites import Site, find_layer_container, resolve_site
 
 log = logging.getLogger(__name__)
 

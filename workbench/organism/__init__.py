@@ -20,16 +20,16 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from workbench.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS, REPO_ROOT
-from workbench.generation import generate_answers
-from workbench.io import write_text_atomically
-from workbench.models import LoadedModel
-from workbench.rendering import render_conversation
+from workbench.core.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS, REPO_ROOT
+from workbench.model.generation import generate_answers
+from workbench.core.io import write_text_atomically
+from workbench.model.loading import LoadedModel
+from workbench.model.rendering import render_conversation
 from workbench.scenarios import (
     TEMPLATES, Condition, Fact, Scenario, Split, answer_matches, is_hidden_trigger, make_scenario,
     mask_subject, question_for, split_facts, statement,
 )
-from workbench.stats import Estimate, wilson_interval
+from workbench.core.stats import Estimate, wilson_interval
 
 #: Where the committed organism adapter lives.
 ORGANISM_DIR = REPO_ROOT / "organisms" / "smollm2-liar"

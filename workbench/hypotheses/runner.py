@@ -32,9 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from workbench.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
-from workbench.errors import WorkbenchError
-from workbench.measurements import (
+from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
+from workbench.core.errors import WorkbenchError
+from workbench.causal.measurements import (
     GENERATION_METRICS,
     METRICS,
     NEUTRAL_TEXTS,
@@ -45,7 +45,7 @@ from workbench.measurements import (
     neutral_kl,
     unpaired_difference,
 )
-from workbench.records import (
+from workbench.hypotheses.records import (
     RECORD_VERSION,
     ControlResult,
     ExampleRecord,
@@ -54,7 +54,7 @@ from workbench.records import (
     decide_verdict,
     judge_prediction,
 )
-from workbench.stats import Estimate, bootstrap_auroc, wilson_interval
+from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
 
 Progress = Callable[[str, float], None]
 CONDITIONS = ("honest", "lie", "parrot", "ignorant")
@@ -243,7 +243,7 @@ def read_hypothesis(path: str | os.PathLike[str]) -> Hypothesis:
 
 
 def write_hypothesis(path: str | os.PathLike[str], hypothesis: Hypothesis) -> None:
-    from workbench.io import write_text_atomically
+    from workbench.core.io import write_text_atomically
 
     data = hypothesis.model_dump(mode="json", exclude_defaults=False)
     write_text_atomically(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
@@ -259,8 +259,8 @@ def list_hypotheses(folder: Path | None = None) -> list[Path]:
 
 def load_for(hypothesis: Hypothesis):
     """The model and SAE a hypothesis names."""
-    from workbench.models import ModelSpec, load_model
-    from workbench.saes import SAESpec, default_model_spec, load_sae
+    from workbench.model.loading import ModelSpec, load_model
+    from workbench.model.saes import SAESpec, default_model_spec, load_sae
 
     ref = hypothesis.model
     uses_registry = hypothesis.sae.path is None and hypothesis.sae.release is None
@@ -297,7 +297,7 @@ def scenario_sets(hypothesis: Hypothesis):
 
 def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
     """Every check that needs no forward pass: features, conditions, position rules."""
-    from workbench.interventions import INTERVENTION_POSITIONS
+    from workbench.causal.interventions import INTERVENTION_POSITIONS
 
     for feature in hypothesis.features:
         sae.check_feature(feature)
@@ -359,7 +359,7 @@ class _Context:
     """What every prediction of a run shares: model, SAE, scenarios and their renderings."""
 
     def __init__(self, hypothesis: Hypothesis, model, sae, train, heldout, progress: Progress | None):
-        from workbench.rendering import render_conversation
+        from workbench.model.rendering import render_conversation
 
         self.h, self.model, self.sae, self.progress = hypothesis, model, sae, progress
         self.train, self.heldout = list(train), list(heldout)
@@ -381,7 +381,7 @@ class _Context:
 
     def item(self, scenario):
         if scenario.id not in self._items:
-            from workbench.rendering import render_conversation
+            from workbench.model.rendering import render_conversation
 
             self._items[scenario.id] = render_conversation(self.model.tokenizer, [m.model_dump() for m in scenario.messages])
         return self._items[scenario.id]
@@ -408,8 +408,8 @@ def _feature_matrix(ctx: _Context, scenarios: Sequence[Any], position: str,
                     features: Sequence[int] | None = None) -> torch.Tensor:
     """Max activation of each feature (default: the hypothesis') over the selected positions
     ([n, n_features])."""
-    from workbench.interventions import _masks
-    from workbench.rendering import pad_batch
+    from workbench.causal.interventions import _masks
+    from workbench.model.rendering import pad_batch
 
     items = [ctx.item(s) for s in scenarios]
     features = list(ctx.h.features if features is None else features)
@@ -418,7 +418,7 @@ def _feature_matrix(ctx: _Context, scenarios: Sequence[Any], position: str,
         chunk = items[start : start + 32]
         input_ids, attention = pad_batch(chunk, ctx.model.tokenizer.pad_token_id)
         width = input_ids.shape[1]
-        from workbench.capture import read_sites
+        from workbench.features.capture import read_sites
 
         acts = read_sites(ctx.model, [ctx.sae], input_ids, attention)[ctx.sae.site.name]
         if not torch.isfinite(acts).all():
@@ -464,14 +464,14 @@ class _EditFactory:
         return self._typical[features]
 
     def _residual_norm(self) -> float:
-        from workbench.probes import residual_at_last_prompt_token
+        from workbench.features.probes import residual_at_last_prompt_token
 
         acts = residual_at_last_prompt_token(self.ctx.model, self.ctx.sae.site.name,
                                              [self.ctx.item(s) for s in self.ctx.heldout[:32]])
         return float(acts.norm(dim=1).mean())
 
     def edit(self, features: tuple[int, ...] | None, scenarios: Sequence[Any], random_direction_seed: int | None = None):
-        from workbench.interventions import Ablation, Patch, Steering, feature_direction
+        from workbench.causal.interventions import Ablation, Patch, Steering, feature_direction
 
         iv = self.test.intervention
         if iv.kind == "ablate":
@@ -513,7 +513,7 @@ class _EditFactory:
 
 def _measure(ctx: _Context, test: CausalTest, edit, scenarios: Sequence[Any], strengths: Sequence[float]) -> torch.Tensor:
     """Per scenario and strength, the metric under the edit ([n, k]); strength 0 = unedited."""
-    from workbench.interventions import edited_generate, edited_logits
+    from workbench.causal.interventions import edited_generate, edited_logits
 
     items = [ctx.item(s) for s in scenarios]
     if test.metric in GENERATION_METRICS:
@@ -629,8 +629,8 @@ def _beats_control(difference: Estimate, comparison: str) -> bool | None:
 
 
 def _neutral_kl(ctx: _Context, edit, strength: float) -> Estimate:
-    from workbench.interventions import all_position_log_probs
-    from workbench.rendering import render_text
+    from workbench.causal.interventions import all_position_log_probs
+    from workbench.model.rendering import render_text
 
     if edit is None:
         return Estimate(value=float("nan"), low=float("nan"), high=float("nan"), n=0, method="not applicable")
@@ -644,9 +644,9 @@ def _neutral_kl(ctx: _Context, edit, strength: float) -> Estimate:
 def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], list[ExampleRecord], torch.Tensor, torch.Tensor]:
     """Per feature and condition statistics, top examples in full context, and every feature's
     density and decoder norm (for matched random controls), from a capture of the held-out set."""
-    from workbench.capture import inputs_from_scenarios, run_capture
-    from workbench.contrast import item_feature_matrix
-    from workbench.evidence import item_example, item_maxima
+    from workbench.features.capture import inputs_from_scenarios, run_capture
+    from workbench.features.contrast import item_feature_matrix
+    from workbench.features.evidence import item_example, item_maxima
 
     ctx.say("capturing feature activations on the held-out scenarios", 0.0)
     capture = run_capture(ctx.model, [ctx.sae], inputs_from_scenarios(ctx.heldout), generate_responses=True,
@@ -686,7 +686,7 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
 
 
 def _probe_baseline(ctx: _Context) -> tuple[list[dict[str, Any]], torch.Tensor | None]:
-    from workbench.probes import (
+    from workbench.features.probes import (
         evaluate_probes,
         probe_scores,
         residual_at_last_prompt_token,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 
-from workbench.evidence import FeatureExample
+from workbench.features.evidence import FeatureExample
 
 ROLE_COLOURS = {"system": "#6b7280", "user": "#2563eb", "assistant": "#059669", "text": "#374151"}
 

@@ -25,10 +25,10 @@ from typing import Literal
 
 import torch
 
-from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel
-from workbench.rendering import ROLE_INDEX, RenderedItem, pad_batch
-from workbench.saes import LoadedSAE
+from workbench.core.errors import WorkbenchError
+from workbench.model.loading import LoadedModel
+from workbench.model.rendering import ROLE_INDEX, RenderedItem, pad_batch
+from workbench.model.saes import LoadedSAE
 
 INTERVENTION_POSITIONS = ("all", "system", "user", "last_prompt_token", "answer", "assistant")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.errors import SiteError
+from workbench.core.errors import SiteError
 
 #: Where the list of decoder layers lives, per model family.
 LAYER_CONTAINERS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")

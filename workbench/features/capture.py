@@ -24,12 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from workbench.constants import CAPTURE_META_FILENAME, CAPTURE_TOKENS_FILENAME, cache_dir
-from workbench.errors import WorkbenchError
-from workbench.generation import generate_answers
-from workbench.models import LoadedModel
-from workbench.rendering import ROLE_INDEX, ROLES, RenderedItem, pad_batch, render_conversation, render_text
-from workbench.saes import LoadedSAE
+from workbench.core.constants import CAPTURE_META_FILENAME, CAPTURE_TOKENS_FILENAME, cache_dir
+from workbench.core.errors import WorkbenchError
+from workbench.model.generation import generate_answers
+from workbench.model.loading import LoadedModel
+from workbench.model.rendering import ROLE_INDEX, ROLES, RenderedItem, pad_batch, render_conversation, render_text
+from workbench.model.saes import LoadedSAE
 
 CAPTURE_FORMAT_VERSION = 1
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from workbench.errors import WorkbenchError
-from workbench.interventions import (
+from workbench.core.errors import WorkbenchError
+from workbench.causal.interventions import (
     INTERVENTION_POSITIONS,
     Ablation,
     Patch,
@@ -27,20 +27,20 @@ from workbench.interventions import (
     edited_logits,
     feature_direction,
 )
-from workbench.measurements import (
+from workbench.causal.measurements import (
     LOGIT_METRICS,
     answer_token_ids,
     logit_metrics,
     matched_random_features,
     mean_estimate,
 )
-from workbench.models import LoadedModel
-from workbench.probes import difference_of_means, residual_at_last_prompt_token
-from workbench.rendering import RenderedItem, render_conversation
-from workbench.saes import LoadedSAE
+from workbench.model.loading import LoadedModel
+from workbench.features.probes import difference_of_means, residual_at_last_prompt_token
+from workbench.model.rendering import RenderedItem, render_conversation
+from workbench.model.saes import LoadedSAE
 from workbench.scenarios import Scenario, answer_matches
-from workbench.sites import layer_site
-from workbench.stats import Estimate
+from workbench.model.sites import layer_site
+from workbench.core.stats import Estimate
 
 Kind = Literal["ablate", "steer", "patch"]
 KINDS: tuple[Kind, ...] = ("ablate", "steer", "patch")
@@ -524,7 +524,7 @@ def hypothesis_from_lab(settings: LabSettings, *, name: str, claim: str, compari
     """A validated ``Hypothesis`` whose one causal test is the lab's experiment.
 
     Raises ``WorkbenchError`` listing every invalid field (e.g. an empty name)."""
-    from workbench.hypotheses import parse_hypothesis
+    from workbench.hypotheses.runner import parse_hypothesis
 
     if settings.layer is not None:
         raise WorkbenchError("hypothesis files edit at the SAE's site: unset the layer to save this experiment")
@@ -565,7 +565,7 @@ def model_and_sae_refs(model_spec: Any, sae_spec: Any) -> tuple[dict[str, Any], 
 
     A registry SAE on the model it was trained on is written as ``adapter: auto`` (portable: no
     adapter path of this machine in the file)."""
-    from workbench.saes import default_model_spec
+    from workbench.model.saes import default_model_spec
 
     model_ref: dict[str, Any] = {"source": model_spec.source, "adapter": model_spec.adapter,
                                  "gguf_file": model_spec.gguf_file}
@@ -581,10 +581,10 @@ def model_and_sae_refs(model_spec: Any, sae_spec: Any) -> tuple[dict[str, Any], 
 
 
 def hypothesis_specs(hypothesis: Any) -> tuple[Any, Any]:
-    """The ``ModelSpec`` and ``SAESpec`` a hypothesis names (as ``workbench.hypotheses.load_for``
+    """The ``ModelSpec`` and ``SAESpec`` a hypothesis names (as ``workbench.hypotheses.runner.load_for``
     resolves them), so an app can load them through its own cache."""
-    from workbench.models import ModelSpec
-    from workbench.saes import SAESpec, default_model_spec
+    from workbench.model.loading import ModelSpec
+    from workbench.model.saes import SAESpec, default_model_spec
 
     ref, sae = hypothesis.model, hypothesis.sae
     uses_registry = sae.path is None and sae.release is None

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from workbench.errors import WorkbenchError
-from workbench.io import write_bytes_atomically, write_text_atomically
-from workbench.records import ExampleRecord, PredictionResult, RunRecord, read_record
-from workbench.stats import Estimate
+from workbench.core.errors import WorkbenchError
+from workbench.core.io import write_bytes_atomically, write_text_atomically
+from workbench.hypotheses.records import ExampleRecord, PredictionResult, RunRecord, read_record
+from workbench.core.stats import Estimate
 
 __all__ = [
     "FORMATS", "ReportFormat", "export_figures", "limitations", "md_escape", "render_html", "render_markdown",
@@ -562,7 +562,7 @@ def curves(details: Mapping[str, Any]) -> list[Curve]:
 
     - an x list (``strengths``...) beside y lists of the same length (numbers or estimates,
       optional ``*_low``/``*_high`` bands), at the top level or inside ``details["curve"]``
-      (what ``workbench.hypotheses`` writes: ``{"strengths": [...], "target": [estimates]}``);
+      (what ``workbench.hypotheses.runner`` writes: ``{"strengths": [...], "target": [estimates]}``);
     - ``curve`` as a list of points (dicts) or an ``{x: y}`` dict.
     """
     found: list[Curve] = []
@@ -740,7 +740,7 @@ def report_figures(record: RunRecord) -> dict[str, Any]:
 
 def _series_label(name: str, metric: str) -> str:
     """A series called ``curve`` is the prediction's metric over the x values; ``target`` is the
-    target edit's effect (what ``workbench.hypotheses`` measures per strength)."""
+    target edit's effect (what ``workbench.hypotheses.runner`` measures per strength)."""
     return {"curve": metric, "target": "effect of the target edit"}.get(name, name)
 
 
@@ -932,8 +932,8 @@ def _html_figure(figures: Mapping[str, Any], name: str) -> str:
 
 
 def _example_html(example: ExampleRecord) -> str:
-    from workbench.evidence import FeatureExample
-    from workbench.html import conversation_html
+    from workbench.features.evidence import FeatureExample
+    from workbench.report.conversation import conversation_html
 
     data = example.model_dump()
     data["kind"] = "scenario" if example.prompt_length < len(example.tokens) else "text"

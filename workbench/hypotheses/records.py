@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workbench.errors import WorkbenchError
-from workbench.io import write_text_atomically
-from workbench.stats import Estimate
+from workbench.core.errors import WorkbenchError
+from workbench.core.io import write_text_atomically
+from workbench.core.stats import Estimate
 
 #: The version ``write_record`` writes. Version 1 kept the verdict of each prediction as a
 #: boolean ``held`` and had no ``outcome``; version 2 has the three-way ``outcome``.
@@ -109,7 +109,7 @@ class RunRecord(BaseModel):
     examples: list[ExampleRecord] = Field(default_factory=list)
     """Top-activating examples of the hypothesis' features, in full context."""
     probe: list[dict[str, Any]] = Field(default_factory=list)
-    """The supervised probe baseline on the same site (see ``workbench.probes``)."""
+    """The supervised probe baseline on the same site (see ``workbench.features.probes``)."""
     predictions: list[PredictionResult]
     verdict: Verdict
     verdict_reason: str

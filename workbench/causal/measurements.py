@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.errors import WorkbenchError
-from workbench.stats import Estimate
+from workbench.core.errors import WorkbenchError
+from workbench.core.stats import Estimate
 
 #: Neutral text for side effects: nothing about facts, lies or quoting.
 NEUTRAL_TEXTS = (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel
 
-from workbench.capture import Capture
-from workbench.errors import WorkbenchError
-from workbench.stats import bootstrap_auroc
+from workbench.features.capture import Capture
+from workbench.core.errors import WorkbenchError
+from workbench.core.stats import bootstrap_auroc
 
 AGGREGATIONS = ("max", "mean")
 

@@ -11,11 +11,11 @@ import random
 import torch
 from pydantic import BaseModel
 
-from workbench.capture import Capture
-from workbench.models import LoadedModel
-from workbench.rendering import ROLES
-from workbench.saes import LoadedSAE
-from workbench.stats import Estimate, bootstrap_mean, wilson_interval
+from workbench.features.capture import Capture
+from workbench.model.loading import LoadedModel
+from workbench.model.rendering import ROLES
+from workbench.model.saes import LoadedSAE
+from workbench.core.stats import Estimate, bootstrap_mean, wilson_interval
 
 
 class FeatureExample(BaseModel):
@@ -146,7 +146,7 @@ def feature_evidence(
     and (given the model and SAE) logit effects of one feature."""
     activations = capture.site(site)
     if not 0 <= feature < activations.d_sae:
-        from workbench.errors import FeatureIndexError
+        from workbench.core.errors import FeatureIndexError
 
         raise FeatureIndexError(
             f"feature {feature} is out of range: the SAE at {site} has {activations.d_sae} features "

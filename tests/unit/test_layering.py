@@ -77,7 +77,7 @@ def test_stages_import_only_stages_below_them():
 
 
 def test_every_stage_says_what_it_owns():
-    for stage in RANK:
+    for stage in set(RANK) - {"__main__"}:
         package = LIBRARY / stage / "__init__.py"
         module = LIBRARY / f"{stage}.py"
         path = package if package.exists() else module

@@ -209,6 +209,25 @@ class EditKind:
         raise NotImplementedError
 
     @classmethod
+    def random_edits(cls, settings: Any, target: Target, scenarios: Sequence[Any], ctx: Any, n: int,
+                     seed: int) -> tuple[str, list[PreparedEdit], list[list[int]]]:
+        """The random control: (label, one prepared edit per random set, the random feature sets).
+        Features: sets matched on density and decoder norm; a direction: random directions of the same
+        scale."""
+        if target.direction is not None:
+            edits = []
+            for index in range(n):
+                generator = torch.Generator().manual_seed(seed + index)
+                direction = torch.randn(target.direction.shape[-1], generator=generator)
+                edits.append(cls.prepare(settings, Target(direction=direction), scenarios, ctx))
+            what = "1 direction" if n == 1 else f"{n} directions, averaged"
+            return f"random directions ({what})", edits, []
+        sets = ctx.matched_random_features(target.features, n, seed)
+        edits = [cls.prepare(settings, Target(features=tuple(features)), scenarios, ctx) for features in sets]
+        what = "1 set" if n == 1 else f"{n} sets, averaged"
+        return f"random features matched on density and decoder norm ({what})", edits, [list(s) for s in sets]
+
+    @classmethod
     def feature_scale(cls, settings: Any, features: Sequence[int], ctx: EditContext) -> float:
         """Residual units per unit of strength along the features' summed decoder direction."""
         if settings.scale == "unit":
@@ -287,7 +306,8 @@ class PatchKind(EditKind):
     description = "copy the site's activation from the paired scenario (same fact) of another condition"
     strength_help = "1 = fully patched, 0 = unedited, in between interpolates"
     settings = ("patch_from",)
-    positions = ("last_prompt_token", "all", "answer")
+    #: Paired scenarios of two conditions differ in length, so only the last prompt token is always aligned.
+    positions = ("last_prompt_token",)
     target = "pairs"
 
     @classmethod
@@ -295,6 +315,15 @@ class PatchKind(EditKind):
         super().check(settings, target)
         if target.features or target.direction is not None:
             raise WorkbenchError("patching copies whole activations: it takes no features or direction")
+
+    @classmethod
+    def random_edits(cls, settings, target, scenarios, ctx, n, seed):
+        """A patch from another fact's source (the sources shifted by one scenario)."""
+        if len(scenarios) < 2:
+            return "the patching control needs at least two scenarios", [], []
+        shifted = list(scenarios[1:]) + list(scenarios[:1])
+        edit = Patch(positions=settings.positions, source=tuple(ctx.paired_sources(shifted, settings.patch_from)))
+        return f"patch from another fact ({settings.patch_from})", [edit], []
 
     @classmethod
     def prepare(cls, settings, target, scenarios, ctx):

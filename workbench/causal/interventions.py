@@ -208,7 +208,9 @@ def _edit_site(model: LoadedModel, site, edit: Edit, sae: LoadedSAE | None, mask
     """Inside a trace: replace the site's output by its edited version (``mask`` ``[rows, pos]``)."""
     envoy = model.envoy(site)
     acts = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
-    if isinstance(edit, Ablation):
+    if hasattr(edit, "apply"):
+        new = edit.apply(acts, mask, row_strengths, source)
+    elif isinstance(edit, Ablation):
         new = ablate(acts, sae, edit, mask, row_strengths)
     elif isinstance(edit, Steering):
         new = steer(acts, edit, row_strengths, mask)
@@ -244,7 +246,7 @@ def _edited_forward(
     with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
                                          remote=model.spec.remote):
         if edit is not None:
-            source = _patch_sources(edit, items, source_acts, width) if isinstance(edit, Patch) else None
+            source = _patch_sources(edit, items, source_acts, width) if _is_patch(edit) else None
             _edit_site(model, site, edit, sae, _masks(items, getattr(edit, "positions", "all"), width), row_strengths,
                        source)
         if read_positions is None:
@@ -264,8 +266,12 @@ def _edited_forward(
     return logits
 
 
+def _is_patch(edit) -> bool:
+    return isinstance(edit, Patch) or getattr(edit, "source", None) is not None
+
+
 def _check_patch(edit: Edit | None, items: Sequence[RenderedItem]) -> None:
-    if not isinstance(edit, Patch):
+    if not _is_patch(edit):
         return
     if len(edit.source) != len(items):
         raise WorkbenchError(f"patching needs one source item per edited item ({len(edit.source)} vs {len(items)})")
@@ -298,7 +304,7 @@ def edited_logits(
     strengths_t = check_strengths(strengths)
     site_obj = _site_for(model, edit, sae, site)
     _check_patch(edit, items)
-    source_acts = _source_activations(model, site_obj, edit.source) if isinstance(edit, Patch) else None
+    source_acts = _source_activations(model, site_obj, edit.source) if _is_patch(edit) else None
     rows = sweep_rows(items, len(strengths_t))
     out = torch.zeros(len(items), len(strengths_t), model.vocab_size)
     for start in range(0, len(rows), batch_rows):
@@ -369,7 +375,7 @@ def edited_generate(
     strengths_t = check_strengths(strengths)
     site_obj = _site_for(model, edit, sae, site)
     _check_patch(edit, items)
-    source_acts = _source_activations(model, site_obj, edit.source) if isinstance(edit, Patch) else None
+    source_acts = _source_activations(model, site_obj, edit.source) if _is_patch(edit) else None
     stop = _stop_ids(model.tokenizer)
     rows = sweep_rows(items, len(strengths_t))
     answers = [[""] * len(strengths_t) for _ in items]
@@ -409,7 +415,7 @@ def _generate_rows(model: LoadedModel, items: Sequence[RenderedItem], row_streng
         position_mask(RenderedItem(input_ids=item.input_ids + [0], token_strings=item.token_strings + [""],
                                    roles=item.roles + [ROLE_INDEX["assistant"]], prompt_length=item.prompt_length),
                       rule)[-1:] for item in items])  # [rows, 1]
-    source = _patch_sources(edit, items, source_acts, width) if isinstance(edit, Patch) else None
+    source = _patch_sources(edit, items, source_acts, width) if _is_patch(edit) else None
     for step in range(max_new_tokens):
         with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
                                              position_ids=position_ids, cache=cache, use_cache=True,

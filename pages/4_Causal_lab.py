@@ -1,39 +1,48 @@
-"""Causal lab: ablate, steer or patch features over a sweep of strengths and measure the effect on
-the answer against controls (matched random features, the same edit on another condition)."""
+"""Causal lab: edit the model (any registered edit kind) over a sweep of strengths and measure the
+effect on the answer against controls. The page builds one ``Experiment`` and runs it through the
+engine every hypothesis test uses, so saving it as a hypothesis reruns the same experiment."""
 
 import streamlit as st
 
 from ui.charts import METRIC_LABELS, sweep_figure
 from ui.state import cached_scenarios, load_session, sidebar_summary
-from workbench.core.errors import WorkbenchError
-from workbench.causal.interventions import INTERVENTION_POSITIONS
-from workbench.causal.lab import (
-    PATCH_POSITIONS,
-    LabSettings,
-    feature_density,
+from workbench.causal.edits import CONTROLS, EDIT_KINDS, UNITS
+from workbench.causal.experiment import (
+    EditSettings,
+    Experiment,
+    ProbeDirection,
     parse_features,
     parse_strengths,
-    run_lab,
+    run_experiment,
 )
-from workbench.causal.measurements import LOGIT_METRICS
+from workbench.causal.measurements import GENERATION_METRICS, LOGIT_METRICS
+from workbench.core.conditions import CONDITIONS
+from workbench.core.errors import WorkbenchError
+from workbench.core.positions import POSITIONS
 
 st.set_page_config(page_title="Causal lab", layout="wide")
-session = load_session()
+session = load_session(with_capture=False)
 sidebar_summary(session)
-model, sae, capture = session.model, session.sae, session.capture
+model, sae = session.model, session.sae
 st.header("Causal lab")
-st.caption("Edit the model at the SAE's site and measure how the answer changes, per scenario, against the same "
-           "scenarios unedited (strength 0). Controls: random features matched on density and decoder norm, and the "
-           "same edit on another condition. An effect only means something where the target's interval clears the "
-           "controls'.")
+st.caption("Edit the model and measure how the answer changes, per scenario, against the same scenarios unedited. "
+           "Controls: random features matched on density and decoder norm (random directions for a probe), the "
+           "sign-flipped edit, and the same edit on another condition. An effect only means something where the "
+           "target's interval clears the controls'.")
 
 try:
     scenarios = cached_scenarios(st.session_state.scenarios_path)
 except WorkbenchError as error:
     st.error(str(error))
     st.stop()
-conditions = sorted({s.condition.value for s in scenarios})
-previous: LabSettings | None = st.session_state.get("lab_settings")
+conditions = [c for c in CONDITIONS if c in {s.condition.value for s in scenarios}]
+
+
+def pick(label: str, choices: list[str], preferred: str, column, **kwargs) -> str:
+    return column.selectbox(label, choices, index=choices.index(preferred) if preferred in choices else 0, **kwargs)
+
+
+previous: Experiment | None = st.session_state.get("lab_experiment")
 explorer_feature = int(st.session_state.get("feature", 0))
 if previous is not None and explorer_feature in previous.features:
     default_features = ", ".join(map(str, previous.features))
@@ -42,38 +51,38 @@ else:
 
 problems = []
 c1, c2, c3 = st.columns(3)
-kind = c1.radio("Intervention", ["ablate", "steer", "patch"], horizontal=True,
-                help="ablate: remove the features' decoder contribution (SAE error kept) · steer: add strength × "
-                     "the features' decoder direction · patch: copy the last prompt token's activation from the "
-                     "paired scenario (same fact) of another condition")
-along = "SAE features"
-if kind == "steer":
-    along = c1.radio("Steer along", ["SAE features", "probe direction"], horizontal=True,
-                     help="probe direction: difference of means of two conditions' residuals at the last prompt "
-                          "token, trained on the file's train-split scenarios (never on the scenarios it is tested on)")
-use_probe = along == "probe direction"
-features_text = c1.text_input(f"Features (indices 0 to {sae.d_sae - 1}, comma-separated)", default_features,
-                              disabled=kind == "patch" or use_probe, help="Pre-filled with the feature open in the explorer")
+kind_name = c1.radio("Intervention", list(EDIT_KINDS), horizontal=True,
+                     help=" · ".join(f"{k.name}: {k.description}" for k in EDIT_KINDS.values()))
+kind = EDIT_KINDS[kind_name]
+use_probe = False
+if kind.target == "features_or_direction":
+    use_probe = c1.radio("Steer along", ["SAE features", "probe direction"], horizontal=True,
+                         help="probe direction: a supervised probe between two conditions' residuals at the last "
+                              "prompt token, trained on the file's train-split scenarios (never on the scenarios it "
+                              "is tested on)") == "probe direction"
 features: tuple[int, ...] = ()
-probe: tuple[str, str] | None = None
+direction: ProbeDirection | None = None
 if use_probe:
     p1, p2 = c1.columns(2)
-    positive = p1.selectbox("Probe: from", conditions, index=conditions.index("lie") if "lie" in conditions else 0)
-    negative = p2.selectbox("minus", conditions, index=conditions.index("honest") if "honest" in conditions else 0)
-    probe = (positive, negative)
+    positive = pick("Probe: from", conditions, "lie", p1)
+    negative = pick("minus", conditions, "honest", p2)
+    direction = ProbeDirection(positive=positive, negative=negative)
     if positive == negative:
         c1.error("the probe needs two different conditions (e.g. lie minus honest)")
         problems.append("probe")
-elif kind != "patch":
+features_text = c1.text_input(f"Features (indices 0 to {sae.d_sae - 1}, comma-separated)", default_features,
+                              disabled=use_probe or kind.target == "pairs",
+                              help="Pre-filled with the feature open in the explorer")
+if not use_probe and kind.target != "pairs":
     try:
         features = parse_features(features_text, sae.d_sae)
     except WorkbenchError as error:
         c1.error(str(error))
         problems.append("features")
-position_rules = PATCH_POSITIONS if kind == "patch" else INTERVENTION_POSITIONS
-positions = c1.selectbox("Positions", position_rules, help="Which tokens are edited (never the first, the attention sink)")
+positions = c1.selectbox("Positions", list(kind.positions),
+                         help=" · ".join(f"{name}: {POSITIONS[name].description}" for name in kind.positions))
 layer: int | None = None
-if kind == "patch" or use_probe:
+if kind.target == "pairs" or use_probe:
     sae_layer = sae.site.layer if sae.site.layer is not None else model.n_layers // 2
     layer = int(c1.number_input("Layer (residual stream after it)", min_value=0, max_value=model.n_layers - 1,
                                 value=sae_layer, step=1,
@@ -81,73 +90,84 @@ if kind == "patch" or use_probe:
                                      "a patch can act after any decoder layer"))
     if layer == sae.site.layer:
         layer = None
-strengths_text = c2.text_input("Strengths (a sweep)", "0, 0.5, 1" if kind != "steer" else "0, 1, 2, 4",
-                               help="Comma-separated; 0 (unedited) is always included. Ablation: 1 = ablated, "
-                                    "-1 = contribution doubled. Steering: multiples of one typical firing. "
-                                    "Patching: 1 = fully patched.")
+strengths_text = c2.text_input("Strengths (a sweep)", "0, 1, 2, 4" if kind.name == "steer" else "0, 0.5, 1",
+                               help=f"Comma-separated. {kind.strength_help}."
+                                    + (" 0 (unedited) is always included." if kind.identity_at_zero else ""))
 strengths: list[float] = []
 try:
-    strengths = parse_strengths(strengths_text)
+    strengths = parse_strengths(strengths_text) if kind.identity_at_zero else \
+        sorted({float(v) for v in parse_strengths(strengths_text)})
 except WorkbenchError as error:
     c2.error(str(error))
     problems.append("strengths")
-metric = c2.selectbox("Metric", LOGIT_METRICS, format_func=lambda m: METRIC_LABELS.get(m, m))
-mode, scale, reference = "zero", "feature", "honest"
-if kind == "ablate":
-    mode = c2.radio("Ablate to", ["zero", "mean"], horizontal=True,
-                    help="mean: the feature's mean activation over the reference condition's captured tokens")
-if kind == "steer":
-    units = ["residual", "unit"] if use_probe else ["feature", "residual", "unit"]
-    scale = c2.radio("Strength unit", units, horizontal=True,
-                     help="feature: one typical firing (mean non-zero activation × decoder norm); residual: the mean "
-                          "residual norm at the edited site; unit: raw residual units")
-if kind == "patch" or mode == "mean":
-    reference = c2.selectbox("Patch from" if kind == "patch" else "Mean over", conditions,
-                             index=conditions.index("honest") if "honest" in conditions else 0)
-condition = c3.selectbox("Apply to condition", conditions, index=conditions.index("lie") if "lie" in conditions else 0)
+metric = c2.selectbox("Metric", list(LOGIT_METRICS) + list(GENERATION_METRICS),
+                      format_func=lambda m: METRIC_LABELS.get(m, m) + (" (greedy answers, slower)"
+                                                                       if m in GENERATION_METRICS else ""))
+edit: dict = {"kind": kind.name, "positions": positions}
+if "mode" in kind.settings:
+    edit["mode"] = c2.radio("Ablate to", ["zero", "mean"], horizontal=True,
+                            help="mean: the feature's mean activation over the reference condition's tokens")
+    if edit["mode"] == "mean":
+        edit["mean_over"] = pick("Mean over", conditions, "honest", c2)
+if "scale" in kind.settings:
+    units = [u for u in kind.units if not (use_probe and u == "feature")]
+    edit["scale"] = c2.radio("Strength unit", units, horizontal=True,
+                             help=" · ".join(f"{u}: {UNITS[u]}" for u in units))
+if "patch_from" in kind.settings:
+    edit["patch_from"] = pick("Patch from", conditions, "honest", c2)
+condition = pick("Apply to condition", conditions, "lie", c3)
 n_scenarios = c3.number_input("Scenarios", min_value=1, max_value=200, value=8, step=1,
-                              help="Known facts, held-out first. Each costs one forward pass per strength and control.")
+                              help="A seeded sample of the condition's scenarios about facts the model knows, from the "
+                                   "held-out split where the file has one. Each costs one forward pass per strength "
+                                   "and control.")
 others = ["none"] + [c for c in conditions if c != condition]
-control_condition = c3.selectbox("Same edit on (control)", others, index=others.index("honest") if "honest" in others
-                                 else min(1, len(others) - 1))
-n_random = c3.number_input("Random directions (control)" if use_probe else "Random matched feature sets (control)",
-                           min_value=0, max_value=5, value=2, step=1)
+other = pick("Same edit on (control)", others, "honest" if "honest" in others else others[min(1, len(others) - 1)], c3)
+n_random = c3.number_input("Random directions (control)" if use_probe else "Random matched sets (control)",
+                           min_value=0, max_value=5, value=2, step=1, help=CONTROLS["random"])
+sign_flip = "sign_flip" in kind.controls and c3.checkbox("Sign-flipped edit (control)", value=False,
+                                                         help=CONTROLS["sign_flip"])
 
+controls = tuple(c for c, wanted in (("random", n_random > 0), ("sign_flip", sign_flip),
+                                     ("other_conditions", other != "none")) if wanted and c in kind.controls)
 run = st.button("Run sweep", type="primary", disabled=bool(problems))
 if run:
-    settings = LabSettings(features=features, kind=kind, positions=positions, strengths=tuple(strengths),
-                           condition=condition, n_scenarios=int(n_scenarios), metric=metric, mode=mode,
-                           reference=reference, scale=scale,
-                           control_condition=None if control_condition == "none" else control_condition,
-                           n_random=int(n_random), probe=probe, layer=layer)
     bar = st.progress(0.0, text="starting")
     try:
-        density = feature_density(capture, sae.site.name, sae.d_sae) if capture is not None else None
-        result = run_lab(model, sae, scenarios, settings, capture=capture, density=density,
-                         progress=lambda message, fraction: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
+        experiment = Experiment(edit=EditSettings(**edit), features=features, direction=direction, layer=layer,
+                                condition=condition, n_scenarios=int(n_scenarios), strengths=tuple(strengths),
+                                metric=metric, controls=controls,
+                                other_conditions=(other,) if other != "none" else (), n_random=int(n_random),
+                                n_generations=3, neutral_kl=False)
+        result = run_experiment(model, sae, experiment, scenarios,
+                                progress=lambda message, fraction: bar.progress(min(max(fraction, 0.0), 1.0),
+                                                                                text=message))
     except WorkbenchError as error:
         st.error(str(error))
     else:
-        st.session_state.lab_settings = settings
+        st.session_state.lab_experiment = experiment
         st.session_state.lab_result = result
     finally:
         bar.empty()
 
 result = st.session_state.get("lab_result")
 if result is not None:
-    s = result.settings
-    st.subheader(f"Result: {s.description()}")
+    st.subheader(f"Result: {result.description()}")
+    st.caption(f"Strength unit: {result.unit}")
     target = result.target
     strongest = max(range(len(target.strengths)), key=lambda k: abs(target.strengths[k]))
     effect = target.effects[strongest]
     m1, m2, m3 = st.columns(3)
-    label = METRIC_LABELS.get(result.metric, result.metric)
+    label = METRIC_LABELS.get(result.experiment.metric, result.experiment.metric)
     m1.metric(f"Unedited {label}", f"{target.unedited.value:.3g}")
     m1.caption(f"95% CI [{target.unedited.low:.3g}, {target.unedited.high:.3g}] · n={target.unedited.n} scenarios")
     m2.metric(f"Change at strength {target.strengths[strongest]:g}", f"{effect.value:+.3g}")
-    m2.caption(f"95% CI [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios")
+    if effect.n < 10:
+        m2.caption(f"range [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios: too few for a "
+                   "meaningful interval")
+    else:
+        m2.caption(f"95% CI [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios")
     if len(result.curves) > 1:
-        m3.markdown(f"**Controls at strength {target.strengths[strongest]:g}**")
+        m3.markdown("**Controls at the strongest strength**")
     for curve in result.curves[1:]:
         control = curve.effects[strongest]
         m3.caption(f"{curve.label} on {curve.condition}: {control.value:+.3g} "
@@ -155,15 +175,15 @@ if result is not None:
     st.plotly_chart(sweep_figure(result), use_container_width=True)
     for note in result.notes:
         st.info(note)
-    if result.random_sets:
-        st.caption("Random feature sets: " + " · ".join(", ".join(map(str, r)) for r in result.random_sets))
+    if result.random_feature_sets:
+        st.caption("Random feature sets: " + " · ".join(", ".join(map(str, r)) for r in result.random_feature_sets))
     st.markdown("**Numbers** (change = edited minus unedited on the same scenario; bootstrap 95% CI over facts)")
     st.dataframe(result.rows(), hide_index=True)
     if result.generations:
         st.markdown(f"**Greedy answers, unedited and at strength {result.generations[0].strength:g}** "
-                    f"(first {len(result.generations)} {s.condition} scenarios)")
+                    f"(first {len(result.generations)} {result.experiment.condition} scenarios)")
         st.dataframe([{"scenario": g.scenario_id, "question": g.question, "true answer": g.true_answer,
                        "unedited answer": g.before, "true? (unedited)": "yes" if g.truthful_before else "no",
                        "edited answer": g.after, "true? (edited)": "yes" if g.truthful_after else "no"}
                       for g in result.generations], hide_index=True)
-    st.caption("Turn this experiment into a hypothesis file on the Hypotheses page.")
+    st.caption("Turn this experiment into a hypothesis file on the Hypotheses page: it reruns the same experiment.")

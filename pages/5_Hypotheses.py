@@ -7,15 +7,17 @@ import streamlit as st
 
 from ui.records import show_record
 from ui.state import cached_model, cached_sae, init_state
-from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT
+from workbench.core.constants import REPO_ROOT
 from workbench.core.errors import WorkbenchError
-from workbench.hypotheses.runner import (
+from workbench.causal.lab import hypothesis_specs, model_and_sae_refs
+from workbench.core.constants import repo_relative
+from workbench.hypotheses import (
+    hypothesis_from_experiment,
     list_hypotheses,
     read_hypothesis,
     run_hypothesis,
     write_hypothesis,
 )
-from workbench.causal.lab import hypothesis_from_lab, hypothesis_specs, model_and_sae_refs
 from workbench.hypotheses.records import write_record
 
 st.set_page_config(page_title="Hypotheses", layout="wide")
@@ -83,16 +85,17 @@ st.divider()
 st.subheader("New hypothesis from the causal lab")
 if "hypothesis_saved" in st.session_state:
     st.success(st.session_state.pop("hypothesis_saved"))
-settings = st.session_state.get("lab_settings")
-if settings is None:
-    st.info("Run an experiment in the Causal lab first: its features, intervention, positions, sweep and condition "
-            "become the hypothesis' causal test.")
+experiment = st.session_state.get("lab_experiment")
+if experiment is None:
+    st.info("Run an experiment in the Causal lab first: its edit, features, positions, sweep, condition and controls "
+            "become the hypothesis' causal test (and rerunning the file reruns exactly that experiment).")
+elif experiment.layer is not None:
+    st.warning("The lab's experiment edits another layer than the SAE's site; hypothesis files edit at the SAE's "
+               "site. Unset the layer in the Causal lab to save it.")
 else:
-    what = f"{settings.kind} features {', '.join(map(str, settings.features))}" if settings.kind != "patch" \
-        else f"patch from {settings.reference}"
-    st.markdown(f"From the lab: **{what}** at `{settings.positions}` on **{settings.condition}**, strengths "
-                f"{', '.join(f'{s:g}' for s in settings.strengths)}, metric `{settings.metric}`, control condition "
-                f"{settings.control_condition or 'none'}.")
+    st.markdown(f"From the lab: **{experiment.description()}**, strengths "
+                f"{', '.join(f'{s:g}' for s in experiment.strengths)}, metric `{experiment.metric}`, controls "
+                f"{', '.join(experiment.controls) or 'none'}.")
     with st.form("new_hypothesis"):
         c1, c2 = st.columns(2)
         name = c1.text_input("Name", "")
@@ -114,10 +117,9 @@ else:
                 raise WorkbenchError(f"{target_path.name} exists already: tick 'Overwrite' or choose another name")
             model_ref, sae_ref = model_and_sae_refs(st.session_state.model_spec, st.session_state.sae_spec)
             scenarios_path = Path(st.session_state.scenarios_path)
-            custom = scenarios_path.resolve() != DEFAULT_SCENARIOS.resolve()
-            new = hypothesis_from_lab(settings, name=name, claim=claim, comparison=comparison, threshold=float(threshold),
-                                      model_ref=model_ref, sae_ref=sae_ref,
-                                      scenarios_file=str(scenarios_path) if custom else None)
+            new = hypothesis_from_experiment(experiment, name=name, claim=claim, comparison=comparison,
+                                             threshold=float(threshold), model_ref=model_ref, sae_ref=sae_ref,
+                                             scenarios_file=repo_relative(str(scenarios_path.resolve())))
             folder.mkdir(parents=True, exist_ok=True)
             write_hypothesis(target_path, new)
         except WorkbenchError as error:

@@ -55,15 +55,16 @@ def distribution_figure(values_a: list[float], values_b: list[float], name_a: st
     return figure
 
 
-METRIC_LABELS = {"p_true": "P(true answer's first token)", "logit_diff": "logit(true) − logit(false)"}
-CURVE_COLOURS = {"target": "#dc2626", "random": "#6b7280", "other condition": "#2563eb"}
+METRIC_LABELS = {"p_true": "P(true answer's first token)", "logit_diff": "logit(true) − logit(false)",
+                 "lie_rate": "lie rate", "truth_rate": "truth rate", "parrot_rate": "parrot rate"}
+CURVE_COLOURS = {"target": "#dc2626", "random": "#6b7280", "sign_flip": "#ca8a04", "other_condition": "#2563eb"}
 
 
 def sweep_figure(result) -> go.Figure:
-    """A causal-lab sweep (``workbench.causal.lab.LabResult``): mean per-scenario change of the metric vs
-    strength, one line per edit (target, matched random features, another condition), bootstrap
-    95% intervals as error bars, n in the legend."""
-    label = METRIC_LABELS.get(result.metric, result.metric)
+    """A causal experiment (``workbench.causal.experiment.ExperimentResult``): mean per-scenario change of
+    the metric vs strength, one line per edit (target and each control), bootstrap 95% intervals as
+    error bars, n in the legend."""
+    label = METRIC_LABELS.get(result.experiment.metric, result.experiment.metric)
     figure = go.Figure()
     for curve in result.curves:
         n = curve.effects[0].n if curve.effects else 0
@@ -77,6 +78,6 @@ def sweep_figure(result) -> go.Figure:
         ))
     figure.add_hline(y=0, line_color="#9ca3af", line_width=1)
     figure.update_layout(title=f"Change in {label} vs strength (mean over scenarios, bootstrap 95% CI)",
-                         xaxis_title="strength (0 = unedited)", yaxis_title=f"Δ {label}", height=380,
+                         xaxis_title=f"strength ({result.unit})" if len(result.unit) < 60 else "strength", yaxis_title=f"Δ {label}", height=380,
                          margin=dict(t=50, b=40), legend=dict(orientation="h", yanchor="top", y=-0.18))
     return figure

@@ -497,7 +497,7 @@ def run_command(
 
     Example: python -m workbench run hypotheses/intent-l15.yaml --out runs/
     """
-    from workbench.hypotheses.runner import read_hypothesis, run_hypothesis
+    from workbench.hypotheses import read_hypothesis, run_hypothesis
     from workbench.hypotheses.records import write_record
 
     try:
@@ -524,7 +524,7 @@ def rerun_command(
 
     Example: python -m workbench rerun runs/intent-l15.json
     """
-    from workbench.hypotheses.runner import compare_records, parse_hypothesis, run_hypothesis
+    from workbench.hypotheses import compare_records, parse_hypothesis, run_hypothesis
     from workbench.hypotheses.records import read_record, write_record
 
     try:

@@ -113,7 +113,7 @@ def test_causal_lab_steers_along_a_probe_direction_at_another_layer(tiny_setup):
     widget(app.number_input, "Random directions").set_value(1)
     app.button[0].click().run()
     assert not app.exception and not app.error
-    assert any("probe direction lie - honest after layer 0" in h.value for h in app.subheader)
+    assert any("probe direction lie - honest at model.layers.0" in h.value for h in app.subheader)
     numbers = app.dataframe[0].value
     assert set(numbers["n"]) == {3} and any("random directions" in e for e in numbers["edit"])
 
@@ -130,7 +130,7 @@ def test_causal_lab_bad_input_is_an_error_next_to_the_field(tiny_setup, field, t
 
 
 def write_tiny_hypothesis(folder: Path, scenario_file: Path, name: str = "tiny-claim") -> Path:
-    from workbench.hypotheses.runner import parse_hypothesis, write_hypothesis
+    from workbench.hypotheses import parse_hypothesis, write_hypothesis
 
     hypothesis = parse_hypothesis({
         "name": name, "claim": "feature 5 carries something", "model": {"source": "unused", "adapter": None},
@@ -170,12 +170,12 @@ def test_hypotheses_page_lists_and_runs_a_file_from_its_folder(tiny_setup, tmp_p
 
 
 def test_hypotheses_page_saves_the_lab_experiment_without_overwriting(tiny_setup, tmp_path):
-    from workbench.hypotheses.runner import read_hypothesis
-    from workbench.causal.lab import LabSettings
+    from workbench.hypotheses import read_hypothesis
+    from workbench.causal.experiment import EditSettings, Experiment
 
     folder = tmp_path / "hypotheses"
-    lab = LabSettings(features=(5, 9), kind="steer", strengths=(0.0, 1.0, 2.0), condition="honest")
-    app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "lab_settings": lab})
+    lab = Experiment(edit=EditSettings(kind="steer"), features=(5, 9), strengths=(0.0, 1.0, 2.0), condition="honest")
+    app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "lab_experiment": lab})
     assert not app.exception
     assert any("No hypothesis files" in i.value for i in app.info)
     widget(app.text_input, "Name").set_value("steer-5-9")

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workbench.core.errors import FeatureIndexError, WorkbenchError
-from workbench.hypotheses.runner import compare_records, parse_hypothesis, preflight, read_hypothesis, run_hypothesis
+from workbench.hypotheses import compare_records, parse_hypothesis, preflight, read_hypothesis, run_hypothesis
 from workbench.hypotheses.records import PredictionResult, decide_verdict, judge_prediction, read_record, write_record
 from workbench.core.stats import Estimate
 
@@ -75,17 +75,30 @@ def test_yaml_files_are_read_safely(tmp_path):
         read_hypothesis(tmp_path / "list.yaml")
 
 
-def test_missing_feature_or_condition_fails_before_any_compute(scenario_file, tiny_sae):
-    from workbench.hypotheses.runner import scenario_sets
+def test_missing_feature_or_condition_fails_before_any_compute(scenario_file, tiny_model, tiny_sae, monkeypatch):
+    from workbench.hypotheses import scenario_sets
 
+    forward_passes = []
+    monkeypatch.setattr(type(tiny_model.lm), "trace", lambda *a, **k: forward_passes.append("trace"))
+    monkeypatch.setattr(type(tiny_model.lm), "generate", lambda *a, **k: forward_passes.append("generate"))
     hypothesis = parse_hypothesis(base_hypothesis(scenario_file, features=[3, 9999]))
-    _, heldout = scenario_sets(hypothesis)
     with pytest.raises(FeatureIndexError, match="out of range"):
-        preflight(hypothesis, tiny_sae, heldout)
+        run_hypothesis(hypothesis, loaded=(tiny_model, tiny_sae))
     needs_ignorant = parse_hypothesis(base_hypothesis(scenario_file, contrasts=[
-        {"name": "x", "a": "lie", "b": "ignorant", "threshold": 0.8}], tests=[]))
+        {"name": "x", "a": "lie", "b": "nonsense", "threshold": 0.8}], tests=[]))
+    with pytest.raises(WorkbenchError, match="unknown condition"):
+        run_hypothesis(needs_ignorant, loaded=(tiny_model, tiny_sae))
+    bad_patch = parse_hypothesis(base_hypothesis(scenario_file, tests=[
+        {"name": "p", "intervention": {"kind": "patch", "positions": "all"}, "condition": "lie", "metric": "p_true",
+         "comparison": ">=", "threshold": 0.1}]))
+    with pytest.raises(WorkbenchError, match="test 'p': positions 'all' do not work for patch"):
+        run_hypothesis(bad_patch, loaded=(tiny_model, tiny_sae))
+    assert forward_passes == []
+    _, heldout = scenario_sets(needs_ignorant)
     with pytest.raises(WorkbenchError, match="no ignorant scenarios"):
-        preflight(needs_ignorant, tiny_sae, [s for s in heldout if s.condition.value != "ignorant"])
+        preflight(parse_hypothesis(base_hypothesis(scenario_file, contrasts=[
+            {"name": "x", "a": "lie", "b": "ignorant", "threshold": 0.8}], tests=[])), tiny_sae,
+            [s for s in heldout if s.condition.value != "ignorant"])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +122,7 @@ def test_run_measures_every_prediction_with_controls(tiny_run):
     # The sweep curve starts at strength 0, where the edit is the unedited model: no effect.
     curve = record.predictions[2].details["curve"]
     assert curve["strengths"][0] == 0.0 and curve["target"][0]["value"] == 0.0
-    assert record.verdict in ("supported", "refuted", "inconclusive")
+    assert (record.verdict, record.verdict_reason) == decide_verdict(record.predictions)
     assert record.probe and {p["kind"] for p in record.probe} == {"difference_of_means", "logistic_regression"}
     assert record.environment["packages"]["torch"]
 
@@ -161,7 +174,7 @@ def test_nan_measurements_are_unclear_and_survive_json(tmp_path):
 
 
 def test_shipped_hypotheses_are_valid():
-    from workbench.hypotheses.runner import list_hypotheses
+    from workbench.hypotheses import list_hypotheses
 
     files = list_hypotheses()
     assert len(files) >= 2
@@ -194,3 +207,70 @@ def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
     assert repo_relative(str(tmp_path)) == str(tmp_path)  # outside: kept as given
     assert repo_relative("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert repo_relative(None) is None
+
+
+def test_a_lab_experiment_becomes_a_valid_hypothesis():
+    from workbench.causal.experiment import EditSettings, Experiment
+    from workbench.causal.lab import hypothesis_specs, model_and_sae_refs
+    from workbench.hypotheses import hypothesis_from_experiment
+    from workbench.model.loading import ModelSpec
+    from workbench.model.saes import SAESpec
+
+    model_ref, sae_ref = model_and_sae_refs(ModelSpec(source="some/folder"), SAESpec(path="saes/x"))
+    experiment = Experiment(edit=EditSettings(kind="ablate"), features=(3, 7), strengths=(0.0, 1.0), condition="lie")
+    hypothesis = hypothesis_from_experiment(experiment, name="h1", claim="3 and 7 carry intent", comparison=">=",
+                                            threshold=0.05, model_ref=model_ref, sae_ref=sae_ref)
+    assert hypothesis.features == [3, 7] and hypothesis.tests[0].intervention.kind == "ablate"
+    assert hypothesis.tests[0].intervention.strengths == [1.0]
+    model_spec, sae_spec = hypothesis_specs(hypothesis)
+    assert model_spec.source == "some/folder" and sae_spec.path == "saes/x"
+    with pytest.raises(WorkbenchError, match="name"):
+        hypothesis_from_experiment(experiment, name=" ", claim="c", comparison=">=", threshold=0.05,
+                                   model_ref=model_ref, sae_ref=sae_ref)
+    with pytest.raises(WorkbenchError, match="comparison"):
+        hypothesis_from_experiment(experiment, name="h", claim="c", comparison="=>", threshold=0.05,
+                                   model_ref=model_ref, sae_ref=sae_ref)
+
+
+def test_a_probe_experiment_becomes_a_direction_hypothesis():
+    from workbench.causal.experiment import EditSettings, Experiment, ProbeDirection
+    from workbench.hypotheses import hypothesis_from_experiment
+
+    experiment = Experiment(edit=EditSettings(kind="steer", scale="residual"), strengths=(0.0, 0.5),
+                            direction=ProbeDirection(positive="lie", negative="honest"), condition="honest")
+    refs = {"model_ref": {"source": "some/folder"}, "sae_ref": {"path": "saes/x"}}
+    hypothesis = hypothesis_from_experiment(experiment, name="probe", claim="the lie direction induces lies",
+                                            comparison=">=", threshold=0.1, **refs)
+    assert hypothesis.features == [] and hypothesis.direction.positive == "lie"
+    assert hypothesis.tests[0].intervention.scale == "residual"
+    with pytest.raises(WorkbenchError, match="unset the layer"):
+        hypothesis_from_experiment(experiment.model_copy(update={"layer": 1}), name="p", claim="c", comparison=">=",
+                                   threshold=0.1, **refs)
+
+
+@pytest.mark.parametrize("kind", ["ablate", "steer", "clamp", "patch"])
+def test_an_experiment_and_the_hypothesis_saved_from_it_give_identical_curves(kind, scenario_file, tiny_model,
+                                                                             tiny_sae):
+    """What the causal lab runs and what the saved hypothesis file reruns are the same experiment."""
+    from workbench.causal.experiment import EditSettings, Experiment, ExperimentContext, run_experiment
+    from workbench.hypotheses import hypothesis_from_experiment
+    from workbench.scenarios import read_scenarios
+
+    scenarios = read_scenarios(scenario_file)  # the lab's pool: the whole file
+    ctx = ExperimentContext(tiny_model, tiny_sae, scenarios, site=tiny_sae.site.name)
+    features = () if kind == "patch" else tuple(int(f) for f in torch.argsort(ctx.density(), descending=True)[:2])
+    edit = {"ablate": {"kind": "ablate"}, "steer": {"kind": "steer", "scale": "feature"},
+            "clamp": {"kind": "clamp", "scale": "feature"},
+            "patch": {"kind": "patch", "positions": "last_prompt_token", "patch_from": "honest"}}[kind]
+    experiment = Experiment(edit=EditSettings(**edit), features=features, condition="lie", n_scenarios=5,
+                            strengths=(0.0, 0.5, 2.0), metric="p_true",
+                            controls=("random", "sign_flip", "other_conditions"), other_conditions=("honest",),
+                            n_random=2, n_generations=0, neutral_kl=False)
+    in_the_lab = run_experiment(tiny_model, tiny_sae, experiment, scenarios)
+    hypothesis = hypothesis_from_experiment(experiment, name="saved", claim="c", comparison=">=", threshold=0.0,
+                                            model_ref={"source": "tiny"}, sae_ref={"path": "tiny"},
+                                            scenarios_file=str(scenario_file))
+    record = run_hypothesis(hypothesis, loaded=(tiny_model, tiny_sae))
+    rerun = record.predictions[0].details["experiment"]
+    assert [c.model_dump(mode="json") for c in in_the_lab.curves] == rerun["curves"]
+    assert len(in_the_lab.curves) >= 3  # the controls were really measured, not only the target

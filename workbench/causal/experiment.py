@@ -42,6 +42,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
 from workbench.model.rendering import RenderedItem, render_conversation, render_text
 from workbench.model.sites import layer_site
+from workbench.scenarios import answer_matches
 
 Progress = Callable[[str, float], None]
 
@@ -84,6 +85,14 @@ class Generation(BaseModel):
     after: str
     """Greedy answer under the edit at ``strength``."""
     strength: float
+
+    @property
+    def truthful_before(self) -> bool:
+        return answer_matches(self.before, self.true_answer)
+
+    @property
+    def truthful_after(self) -> bool:
+        return answer_matches(self.after, self.true_answer)
 
 
 class EditSettings(BaseModel):
@@ -158,6 +167,18 @@ class Experiment(BaseModel):
     """Scenarios whose greedy answers are shown before and at the strongest edit."""
     neutral_kl: bool = True
     """Measure KL(unedited || edited) on neutral text at the strongest strength."""
+    def description(self, site: str | None = None) -> str:
+        """The experiment in words (e.g. ``ablate features 3, 7 at `all` positions of lie scenarios``)."""
+        if self.edit.kind == "patch":
+            what = f"patch from {self.edit.patch_from}"
+        elif self.direction is not None:
+            what = f"{self.edit.kind} along the probe direction {self.direction.positive} - {self.direction.negative}"
+        else:
+            plural = "s" if len(self.features) > 1 else ""
+            what = f"{self.edit.kind} feature{plural} {', '.join(map(str, self.features))}"
+        where = f" at {site}" if site else (f" after layer {self.layer}" if self.layer is not None else "")
+        return f"{what}{where}, `{self.edit.positions}` positions of {self.condition} scenarios"
+
     focus_strength: float | None = None
     """The strength greedy answers and side effects are shown at (default: the largest |strength|)."""
     seed: int = 0
@@ -192,6 +213,25 @@ class ExperimentResult(BaseModel):
 
     def curve(self, role: CurveRole) -> list[Curve]:
         return [c for c in self.curves if c.role == role]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per curve and strength: the numbers behind the plot."""
+        metric = self.experiment.metric
+        out = []
+        for curve in self.curves:
+            for k, (strength, effect) in enumerate(zip(curve.strengths, curve.effects)):
+                row = {"edit": curve.label, "condition": curve.condition, "strength": strength,
+                       f"{metric} change": round(effect.value, 4), "95% CI": f"[{effect.low:.4f}, {effect.high:.4f}]",
+                       "n": effect.n, f"unedited {metric}": round(curve.unedited.value, 4)}
+                if curve.target_minus_control:
+                    diff = curve.target_minus_control[k]
+                    row["target minus this"] = f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"
+                out.append(row)
+        return out
+
+    def description(self) -> str:
+        """The experiment in words, with the site it ran at."""
+        return self.experiment.description(self.site)
 
 
 # ----------------------------------------------------------------------------- parsing a user's input

@@ -2,3 +2,23 @@
 schema (``spec``), the runner that measures contrasts and causal tests (through the causal
 experiment engine) into a run record (``runner``), the typed, versioned run records and their
 migrations (``records``), and the rules that turn measurements into verdicts (``verdicts``)."""
+
+from workbench.hypotheses.runner import compare_records, judge_causal_test, preflight, run_hypothesis, scenario_sets
+from workbench.hypotheses.spec import (
+    CausalTest,
+    ContrastPrediction,
+    Hypothesis,
+    Intervention,
+    hypothesis_from_experiment,
+    list_hypotheses,
+    parse_hypothesis,
+    read_hypothesis,
+    to_experiment,
+    write_hypothesis,
+)
+
+__all__ = [
+    "CausalTest", "ContrastPrediction", "Hypothesis", "Intervention", "compare_records", "hypothesis_from_experiment",
+    "judge_causal_test", "list_hypotheses", "parse_hypothesis", "preflight", "read_hypothesis", "run_hypothesis",
+    "scenario_sets", "to_experiment", "write_hypothesis",
+]

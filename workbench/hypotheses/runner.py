@@ -1,9 +1,8 @@
-"""Hypotheses as files: a claim about features (or a direction), the contrast it predicts, and
-the causal tests that would support it, run against controls into a versioned run record.
-
-A hypothesis file is YAML (read with ``yaml.safe_load``) validated by ``Hypothesis``. Every check
-that needs no compute (features in range, the site, the conditions present, finite non-empty
-strength sweeps) runs before any forward pass.
+"""Running a hypothesis: its contrasts, its causal tests (each an experiment of the one engine,
+``causal.experiment.run_experiment``, plus a prediction judged on the result) and the probe
+baseline, into a versioned run record. Every check that needs no compute (features in range, the
+site, the conditions present, finite non-empty strength sweeps, settings the edit kind accepts)
+runs before any forward pass.
 """
 
 from __future__ import annotations
@@ -11,40 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import math
-import os
 import platform
-import random
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
+from workbench.causal.experiment import ExperimentResult, check_experiment, run_experiment
+from workbench.causal.measurements import mean_estimate
+from workbench.core.conditions import CONDITIONS
 from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.causal.measurements import (
-    GENERATION_METRICS,
-    METRICS,
-    NEUTRAL_TEXTS,
-    answer_token_ids,
-    logit_metrics,
-    matched_random_features,
-    mean_estimate,
-    neutral_kl,
-    unpaired_difference,
-)
+from workbench.core.positions import POSITIONS
+from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
 from workbench.hypotheses.records import (
     RECORD_VERSION,
     ControlResult,
@@ -54,204 +36,9 @@ from workbench.hypotheses.records import (
     decide_verdict,
     judge_prediction,
 )
-from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
+from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
 
 Progress = Callable[[str, float], None]
-CONDITIONS = ("honest", "lie", "parrot", "ignorant")
-
-
-# ----------------------------------------------------------------------------- schema
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelRef(_Strict):
-    source: str = "default"
-    """``default`` (embedded SmolLM2), a Hugging Face id or a local folder."""
-    adapter: str | None = "auto"
-    """LoRA adapter folder; ``auto`` = the adapter the registry SAE was trained on; null = none."""
-    gguf_file: str | None = None
-
-
-class SAERef(_Strict):
-    registry: str | None = None
-    path: str | None = None
-    release: str | None = None
-    id: str | None = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> SAERef:
-        forms = sum(x is not None for x in (self.registry, self.path, self.release))
-        if forms > 1:
-            raise ValueError("give one of registry, path, or release + id")
-        if self.release is not None and self.id is None:
-            raise ValueError("a sae-lens release needs an id too")
-        return self
-
-
-class ScenarioRef(_Strict):
-    source: Literal["organism", "file"] = "organism"
-    """``organism``: the protocol set built from the facts (every template; ignorant facts too).
-    ``file``: a scenario JSONL file with train and held-out splits."""
-    file: str | None = None
-    train_facts: int | None = 40
-    """Known train facts used for the probe baseline and calibration (organism source)."""
-    max_per_condition: int = Field(default=48, ge=5)
-    """Held-out scenarios per condition used by each causal test (seeded sample)."""
-
-
-class DirectionRef(_Strict):
-    probe: Literal["difference_of_means", "logistic_regression"]
-    positive: str
-    negative: str
-
-
-class ContrastPrediction(_Strict):
-    name: str
-    description: str = ""
-    a: str
-    b: str
-    position: str = "last_prompt_token"
-    comparison: Literal[">=", "<="] = ">="
-    threshold: float = Field(ge=0.0, le=1.0)
-    """On AUROC of condition ``a`` vs ``b`` (the features' summed activation)."""
-
-
-class Intervention(_Strict):
-    kind: Literal["ablate", "steer", "patch"]
-    mode: Literal["zero", "mean"] = "zero"
-    """Ablation target: zero, or the feature's mean over ``mean_over`` scenarios."""
-    mean_over: str = "honest"
-    scale: Literal["unit", "feature", "residual"] = "feature"
-    """Steering unit: ``feature`` = one typical firing of the features (their mean non-zero
-    activation times the decoder norm); ``residual`` = the mean residual norm at the site;
-    ``unit`` = raw residual units."""
-    strengths: list[float] = Field(default_factory=lambda: [1.0])
-    positions: str = "all"
-    patch_from: str = "honest"
-    """Patching source: the paired scenario of this condition (same fact)."""
-
-    @field_validator("strengths")
-    @classmethod
-    def _finite(cls, strengths: list[float]) -> list[float]:
-        if not strengths:
-            raise ValueError("the strength sweep is empty: give at least one strength")
-        if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in strengths):
-            raise ValueError(f"strengths must be finite numbers, got {strengths}")
-        return strengths
-
-
-class CausalTest(_Strict):
-    name: str
-    description: str = ""
-    intervention: Intervention
-    condition: str
-    """The scenarios the edit is applied to."""
-    metric: str
-    """Change (edited minus unedited, per scenario) of: p_true, logit_diff, lie_rate, truth_rate, parrot_rate."""
-    at_strength: float | None = None
-    """The strength the prediction is judged at (default: the largest |strength|)."""
-    comparison: Literal[">=", "<=", "abs<"]
-    threshold: float
-    controls: list[Literal["random", "sign_flip", "other_conditions"]] = Field(
-        default_factory=lambda: ["random", "sign_flip", "other_conditions"])
-    other_conditions: list[str] | None = None
-    """Conditions for the specificity control (default: the others present among lie/parrot/honest)."""
-    n_random: int = Field(default=3, ge=1, le=10)
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, metric: str) -> str:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-        return metric
-
-    @property
-    def judged_strength(self) -> float:
-        strengths = self.intervention.strengths
-        return self.at_strength if self.at_strength is not None else max(strengths, key=abs)
-
-
-class Hypothesis(_Strict):
-    name: str
-    claim: str
-    """The claim in words."""
-    model: ModelRef = ModelRef()
-    sae: SAERef = SAERef()
-    site: str | None = None
-    """Override of the SAE's site (rarely needed)."""
-    features: list[int] = Field(default_factory=list)
-    direction: DirectionRef | None = None
-    """A probe direction instead of SAE features (steering only)."""
-    scenarios: ScenarioRef = ScenarioRef()
-    contrasts: list[ContrastPrediction] = Field(default_factory=list)
-    tests: list[CausalTest] = Field(default_factory=list)
-    probe_baseline: bool = True
-    seed: int = 0
-    max_new_tokens: int = Field(default=8, ge=1, le=64)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Hypothesis:
-        if not self.features and self.direction is None:
-            raise ValueError("name the features (a list of indices) or a probe direction")
-        if self.features and self.direction is not None:
-            raise ValueError("give features or a direction, not both")
-        if len(set(self.features)) != len(self.features):
-            raise ValueError("features repeat an index")
-        names = [p.name for p in self.contrasts] + [t.name for t in self.tests]
-        if len(set(names)) != len(names):
-            raise ValueError("prediction names must be unique")
-        if not names:
-            raise ValueError("a hypothesis needs at least one prediction (a contrast or a causal test)")
-        for test in self.tests:
-            if self.direction is not None and test.intervention.kind == "ablate":
-                raise ValueError(f"test {test.name!r}: a probe direction can be steered along, not ablated")
-            if test.at_strength is not None and test.at_strength not in test.intervention.strengths:
-                raise ValueError(f"test {test.name!r}: at_strength {test.at_strength} is not in its strengths")
-        return self
-
-
-def _validation_message(error: ValidationError, source: str) -> str:
-    lines = [f"{source} is not a valid hypothesis:"]
-    for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {problem['msg']}")
-    return "\n".join(lines)
-
-
-def parse_hypothesis(data: Any, source: str = "hypothesis") -> Hypothesis:
-    if not isinstance(data, dict):
-        raise WorkbenchError(f"{source} must be a YAML mapping with name, claim, features and predictions")
-    try:
-        return Hypothesis.model_validate(data)
-    except ValidationError as error:
-        raise WorkbenchError(_validation_message(error, source)) from None
-
-
-def read_hypothesis(path: str | os.PathLike[str]) -> Hypothesis:
-    """Read and validate a hypothesis YAML file (every problem listed with its field)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"no hypothesis file at {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise WorkbenchError(f"{path} is not valid YAML: {error}") from None
-    return parse_hypothesis(data, str(path))
-
-
-def write_hypothesis(path: str | os.PathLike[str], hypothesis: Hypothesis) -> None:
-    from workbench.core.io import write_text_atomically
-
-    data = hypothesis.model_dump(mode="json", exclude_defaults=False)
-    write_text_atomically(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def list_hypotheses(folder: Path | None = None) -> list[Path]:
-    folder = folder or REPO_ROOT / "hypotheses"
-    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 # ----------------------------------------------------------------------------- loading
@@ -296,30 +83,17 @@ def scenario_sets(hypothesis: Hypothesis):
 
 
 def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
-    """Every check that needs no forward pass: features, conditions, position rules."""
-    from workbench.causal.interventions import INTERVENTION_POSITIONS
-
+    """Every check that needs no forward pass: features, conditions, position rules, and each causal
+    test's experiment as the engine checks it."""
     for feature in hypothesis.features:
         sae.check_feature(feature)
     present = {s.condition.value for s in heldout}
     needed = set()
     for contrast in hypothesis.contrasts:
         needed |= {contrast.a, contrast.b}
-        if contrast.position not in INTERVENTION_POSITIONS:
-            raise WorkbenchError(f"contrast {contrast.name!r}: unknown position {contrast.position!r}")
-    for test in hypothesis.tests:
-        needed.add(test.condition)
-        if test.intervention.positions not in INTERVENTION_POSITIONS:
-            raise WorkbenchError(f"test {test.name!r}: unknown positions {test.intervention.positions!r}; "
-                                 f"choose one of {', '.join(INTERVENTION_POSITIONS)}")
-        if test.intervention.kind == "patch":
-            needed.add(test.intervention.patch_from)
-        if test.intervention.kind == "ablate" and test.intervention.mode == "mean":
-            needed.add(test.intervention.mean_over)
-        for other in test.other_conditions or []:
-            needed.add(other)
-    if hypothesis.direction is not None:
-        needed |= {hypothesis.direction.positive, hypothesis.direction.negative}
+        if contrast.position not in POSITIONS:
+            raise WorkbenchError(f"contrast {contrast.name!r}: unknown position {contrast.position!r}; choose one "
+                                 f"of {', '.join(POSITIONS)}")
     unknown = needed - set(CONDITIONS)
     if unknown:
         raise WorkbenchError(f"unknown condition(s) {', '.join(sorted(unknown))}; conditions are {', '.join(CONDITIONS)}")
@@ -327,6 +101,11 @@ def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
     if missing:
         raise WorkbenchError(f"the held-out scenarios have no {', '.join(sorted(missing))} scenarios, which the "
                              f"hypothesis needs (present: {', '.join(sorted(present))})")
+    for test in hypothesis.tests:
+        try:
+            check_experiment(to_experiment(hypothesis, test), None, sae, heldout)
+        except WorkbenchError as error:
+            raise type(error)(f"test {test.name!r}: {error}") from None
 
 
 # ----------------------------------------------------------------------------- environment
@@ -359,25 +138,15 @@ class _Context:
     """What every prediction of a run shares: model, SAE, scenarios and their renderings."""
 
     def __init__(self, hypothesis: Hypothesis, model, sae, train, heldout, progress: Progress | None):
-        from workbench.model.rendering import render_conversation
+        import random
 
         self.h, self.model, self.sae, self.progress = hypothesis, model, sae, progress
         self.train, self.heldout = list(train), list(heldout)
-        self.render = lambda s: render_conversation(model.tokenizer, s.prompt_messages if hasattr(s, "prompt_messages") else s.messages)
         self.rng = random.Random(hypothesis.seed)
         self._items: dict[str, Any] = {}
         self.by_condition: dict[str, list[Any]] = {}
         for scenario in self.heldout:
             self.by_condition.setdefault(scenario.condition.value, []).append(scenario)
-        self._relation_answers: dict[str, list[str]] = {}
-        from workbench.scenarios import load_facts
-
-        try:
-            self.facts = {f.fact_id: f for f in load_facts()}
-        except WorkbenchError:
-            self.facts = {}
-        for fact in self.facts.values():
-            self._relation_answers.setdefault(fact.relation, []).append(fact.answer)
 
     def item(self, scenario):
         if scenario.id not in self._items:
@@ -387,17 +156,10 @@ class _Context:
         return self._items[scenario.id]
 
     def sample(self, condition: str) -> list[Any]:
-        """A seeded sample of held-out scenarios of a condition (same sample every call)."""
-        pool = sorted(self.by_condition.get(condition, []), key=lambda s: s.id)
-        rng = random.Random(f"{self.h.seed}:{condition}")
-        return sorted(rng.sample(pool, min(len(pool), self.h.scenarios.max_per_condition)), key=lambda s: s.id)
+        """The held-out scenarios of a condition the causal tests use (the engine's seeded sample)."""
+        from workbench.causal.experiment import select_scenarios
 
-    def judge(self, answer: str, scenario) -> str:
-        from workbench.organism import judge
-
-        fact = self.facts.get(scenario.fact_id)
-        others = self._relation_answers.get(scenario.relation, [])
-        return judge(answer, scenario, others, fact.aliases if fact else (), fact.subject if fact else None)
+        return select_scenarios(self.heldout, condition, self.h.scenarios.max_per_condition, self.h.seed)
 
     def say(self, message: str, fraction: float) -> None:
         if self.progress:
@@ -408,7 +170,8 @@ def _feature_matrix(ctx: _Context, scenarios: Sequence[Any], position: str,
                     features: Sequence[int] | None = None) -> torch.Tensor:
     """Max activation of each feature (default: the hypothesis') over the selected positions
     ([n, n_features])."""
-    from workbench.causal.interventions import _masks
+    from workbench.core.positions import select_positions
+    from workbench.features.capture import read_sites
     from workbench.model.rendering import pad_batch
 
     items = [ctx.item(s) for s in scenarios]
@@ -418,15 +181,16 @@ def _feature_matrix(ctx: _Context, scenarios: Sequence[Any], position: str,
         chunk = items[start : start + 32]
         input_ids, attention = pad_batch(chunk, ctx.model.tokenizer.pad_token_id)
         width = input_ids.shape[1]
-        from workbench.features.capture import read_sites
-
         acts = read_sites(ctx.model, [ctx.sae], input_ids, attention)[ctx.sae.site.name]
         if not torch.isfinite(acts).all():
             bad = [scenarios[start + r].id for r in range(len(chunk)) if not torch.isfinite(acts[r]).all()]
             raise WorkbenchError(f"NaN or inf activations at {ctx.sae.site.name} for: {', '.join(bad)}")
         codes = ctx.sae.encode(acts)[..., features]  # [batch, pos, n_features]
-        mask = _masks(chunk, position, width)[..., None]
-        out.append(torch.where(mask, codes, torch.zeros_like(codes)).amax(dim=1))
+        positions = torch.arange(width)[None, :].expand(len(chunk), -1)
+        roles = torch.tensor([item.roles + [0] * (width - item.n_tokens) for item in chunk])
+        prompt_length = torch.tensor([item.prompt_length for item in chunk])[:, None]
+        mask = select_positions(position, positions, roles, prompt_length) & attention.bool()
+        out.append(torch.where(mask[..., None], codes, torch.zeros_like(codes)).amax(dim=1))
     return torch.cat(out) if out else torch.zeros(0, len(features))
 
 
@@ -447,172 +211,57 @@ def _contrast_prediction(ctx: _Context, prediction: ContrastPrediction) -> Predi
     )
 
 
-class _EditFactory:
-    """Builds the edit objects of a test for given features (targets or random controls)."""
-
-    def __init__(self, ctx: _Context, test: CausalTest, direction: torch.Tensor | None):
-        self.ctx, self.test, self.direction = ctx, test, direction
-        self._typical: dict[tuple[int, ...], float] = {}
-
-    def _typical_firing(self, features: tuple[int, ...]) -> float:
-        """Mean non-zero summed activation of the features on the steered condition's prompts."""
-        if features not in self._typical:
-            scenarios = self.ctx.sample(self.test.condition)[:32]
-            matrix = _feature_matrix(self.ctx, scenarios, "all", features).sum(1)
-            active = matrix[matrix > 0]
-            self._typical[features] = float(active.mean()) if active.numel() else 1.0
-        return self._typical[features]
-
-    def _residual_norm(self) -> float:
-        from workbench.features.probes import residual_at_last_prompt_token
-
-        acts = residual_at_last_prompt_token(self.ctx.model, self.ctx.sae.site.name,
-                                             [self.ctx.item(s) for s in self.ctx.heldout[:32]])
-        return float(acts.norm(dim=1).mean())
-
-    def edit(self, features: tuple[int, ...] | None, scenarios: Sequence[Any], random_direction_seed: int | None = None):
-        from workbench.causal.interventions import Ablation, Patch, Steering, feature_direction
-
-        iv = self.test.intervention
-        if iv.kind == "ablate":
-            means = None
-            if iv.mode == "mean":
-                matrix = _feature_matrix(self.ctx, self.ctx.sample(iv.mean_over), iv.positions, features)
-                means = tuple(float(v) for v in matrix.mean(0))
-            return Ablation(features=tuple(features), mode=iv.mode, mean_values=means, positions=iv.positions)
-        if iv.kind == "steer":
-            if random_direction_seed is not None:
-                generator = torch.Generator().manual_seed(random_direction_seed)
-                direction = torch.randn(self.ctx.sae.d_in, generator=generator)
-            elif features is not None:
-                direction = feature_direction(self.ctx.sae, features)
-            else:
-                direction = self.direction
-            if iv.scale == "unit":
-                scale = 1.0
-            elif iv.scale == "residual":
-                scale = self._residual_norm()
-            elif features is not None:
-                decoder = self.ctx.sae.sae.W_dec[list(features)].detach().float().sum(0)
-                scale = self._typical_firing(tuple(features)) * float(decoder.norm())
-            else:
-                scale = self._residual_norm() * 0.1
-            return Steering(direction=direction, scale=scale, positions=iv.positions)
-        # patch: from the paired scenario of the source condition (same fact)
-        sources = []
-        by_fact = {}
-        for s in self.ctx.by_condition.get(iv.patch_from, []):
-            by_fact.setdefault(s.fact_id, s)
-        for scenario in scenarios:
-            source = by_fact.get(scenario.fact_id)
-            if source is None:
-                raise WorkbenchError(f"no {iv.patch_from} scenario pairs with {scenario.id} (same fact)")
-            sources.append(self.ctx.item(source))
-        return Patch(source=tuple(sources), positions=iv.positions if iv.positions in ("last_prompt_token",) else "last_prompt_token")
-
-
-def _measure(ctx: _Context, test: CausalTest, edit, scenarios: Sequence[Any], strengths: Sequence[float]) -> torch.Tensor:
-    """Per scenario and strength, the metric under the edit ([n, k]); strength 0 = unedited."""
-    from workbench.causal.interventions import edited_generate, edited_logits
-
-    items = [ctx.item(s) for s in scenarios]
-    if test.metric in GENERATION_METRICS:
-        answers = edited_generate(ctx.model, items, edit, sae=ctx.sae, site=ctx.sae.site.name, strengths=strengths,
-                                  max_new_tokens=ctx.h.max_new_tokens)
-        from workbench.organism import OTHER_FALSE, STATED_FALSE, TRUTH
-
-        wanted = {"lie_rate": (STATED_FALSE, OTHER_FALSE), "truth_rate": (TRUTH,), "parrot_rate": (STATED_FALSE,)}[test.metric]
-        values = torch.tensor([[float(ctx.judge(a, s) in wanted) for a in row] for row, s in zip(answers, scenarios)])
-        ctx.last_answers = answers
-        return values
-    logits = edited_logits(ctx.model, items, edit, sae=ctx.sae, site=ctx.sae.site.name, strengths=strengths,
-                           item_ids=[s.id for s in scenarios])
-    tokenizer = ctx.model.tokenizer
-    true_ids, false_ids = answer_token_ids(tokenizer, scenarios)
-    return logit_metrics(logits, true_ids, false_ids)[test.metric]
-
-
-def _causal_test(ctx: _Context, test: CausalTest, direction: torch.Tensor | None, density, decoder_norm,
-                 step: tuple[int, int]) -> PredictionResult:
-    strengths = sorted(set([0.0] + [float(s) for s in test.intervention.strengths]))
-    judged = test.judged_strength
-    j = strengths.index(judged)
-    features = tuple(ctx.h.features) if ctx.h.features else None
-    factory = _EditFactory(ctx, test, direction)
-    scenarios = ctx.sample(test.condition)
-    clusters = [s.fact_id for s in scenarios]
+def _causal_test(ctx: _Context, test: CausalTest, step: tuple[int, int]) -> PredictionResult:
+    """One causal test: the engine runs its experiment; the prediction is judged at the judged strength
+    against the random control."""
     label = f"test {step[0]}/{step[1]} {test.name}"
+    result = run_experiment(ctx.model, ctx.sae, to_experiment(ctx.h, test), ctx.heldout, train=ctx.train,
+                            progress=lambda message, fraction: ctx.say(f"{label}: {message}", fraction))
+    return judge_causal_test(test, result)
 
-    ctx.say(f"{label}: target edit on {len(scenarios)} {test.condition} scenarios", 0.0)
-    target = _measure(ctx, test, factory.edit(features, scenarios), scenarios, strengths)
-    effects = target - target[:, strengths.index(0.0)][:, None]  # [n, k]
-    measured = mean_estimate(effects[:, j], seed=ctx.h.seed, cluster=clusters)
-    curve = {"strengths": strengths,
-             "target": [mean_estimate(effects[:, k], seed=ctx.h.seed).model_dump() for k in range(len(strengths))],
-             "unedited_mean": float(target[:, strengths.index(0.0)].mean())}
-    details: dict[str, Any] = {"condition": test.condition, "n_scenarios": len(scenarios), "judged_strength": judged,
-                               "intervention": test.intervention.model_dump(), "curve": curve}
-    if test.metric in GENERATION_METRICS and getattr(ctx, "last_answers", None):
-        details["generations"] = [
-            {"scenario_id": s.id, "before": row[strengths.index(0.0)], "after": row[j]}
-            for s, row in list(zip(scenarios, ctx.last_answers))[:6]
-        ]
+
+def judge_causal_test(test: CausalTest, result: ExperimentResult) -> PredictionResult:
+    """The prediction of a causal test judged on its experiment's result: the target's effect at the
+    judged strength against the threshold, and (for directional predictions) against the random control."""
+    judged = test.judged_strength
+    target = result.target
+    k = target.strengths.index(judged)
+    measured = target.effects[k]
     controls: list[ControlResult] = []
     random_ok = None
-    if "random" in test.controls:
-        ctx.say(f"{label}: random controls", 0.3)
-        per_set = []
-        if test.intervention.kind == "patch":
-            shuffled = scenarios[1:] + scenarios[:1]
-            edit = factory.edit(None, shuffled)
-            per_set.append(_measure(ctx, test, edit, scenarios, [0.0, judged]))
-            name = "patch from another fact (same source condition)"
-        elif features is not None:
-            sets = matched_random_features(features, density, decoder_norm, n_sets=test.n_random, seed=ctx.h.seed)
-            for random_features in sets:
-                per_set.append(_measure(ctx, test, factory.edit(random_features, scenarios), scenarios, [0.0, judged]))
-            details["random_feature_sets"] = [list(s) for s in sets]
-            name = f"random features matched on density and decoder norm ({len(sets)} sets)"
-        else:
-            for r in range(test.n_random):
-                per_set.append(_measure(ctx, test, factory.edit(None, scenarios, random_direction_seed=ctx.h.seed + r),
-                                        scenarios, [0.0, judged]))
-            name = f"random directions ({test.n_random})"
-        control_effect = torch.stack([m[:, 1] - m[:, 0] for m in per_set]).mean(0)
-        difference = mean_estimate(effects[:, j] - control_effect, seed=ctx.h.seed, cluster=clusters)
-        controls.append(ControlResult(name=name, effect=mean_estimate(control_effect, seed=ctx.h.seed, cluster=clusters),
-                                      target_minus_control=difference))
-        random_ok = _beats_control(difference, test.comparison)
-    if "sign_flip" in test.controls and test.intervention.kind != "patch" and judged != 0:
-        ctx.say(f"{label}: sign-flipped edit", 0.6)
-        flipped = _measure(ctx, test, factory.edit(features, scenarios), scenarios, [0.0, -judged])
-        flip_effect = flipped[:, 1] - flipped[:, 0]
-        controls.append(ControlResult(
-            name="sign-flipped edit", effect=mean_estimate(flip_effect, seed=ctx.h.seed, cluster=clusters),
-            target_minus_control=mean_estimate(effects[:, j] - flip_effect, seed=ctx.h.seed, cluster=clusters)))
-    if "other_conditions" in test.controls:
-        others = test.other_conditions or [c for c in ("lie", "parrot", "honest") if c != test.condition]
-        for other in others:
-            other_scenarios = ctx.sample(other)
-            if not other_scenarios:
-                continue
-            ctx.say(f"{label}: same edit on {other}", 0.8)
-            values = _measure(ctx, test, factory.edit(features, other_scenarios), other_scenarios, [0.0, judged])
-            other_effect = values[:, 1] - values[:, 0]
-            controls.append(ControlResult(
-                name=f"same edit on {other}", effect=mean_estimate(other_effect, seed=ctx.h.seed,
-                                                                     cluster=[s.fact_id for s in other_scenarios]),
-                target_minus_control=unpaired_difference(effects[:, j], other_effect, seed=ctx.h.seed)))
-    ctx.say(f"{label}: side effects on neutral text", 0.9)
-    details["neutral_kl"] = _neutral_kl(ctx, factory.edit(features, []) if test.intervention.kind != "patch" else None,
-                                        judged).model_dump()
+    for curve in result.curves[1:]:
+        at = -judged if curve.role == "sign_flip" else judged
+        if at not in curve.strengths:
+            continue
+        j = curve.strengths.index(at)
+        controls.append(ControlResult(name=curve.label, effect=curve.effects[j],
+                                      target_minus_control=curve.target_minus_control[j]))
+        if curve.role == "random":
+            random_ok = _beats_control(curve.target_minus_control[j], test.comparison)
     outcome = judge_prediction(measured, test.comparison, threshold=test.threshold)
+    notes = list(result.notes)
     if outcome == "holds" and random_ok is False:
         outcome = "unclear"
-        details["note"] = "the effect clears the threshold but not the random control"
+        notes.append("the effect clears the threshold but not the random control")
+    details: dict[str, Any] = {
+        "condition": test.condition, "n_scenarios": len(result.scenario_ids), "judged_strength": judged,
+        "intervention": test.intervention.model_dump(), "unit": result.unit,
+        "curve": {"strengths": target.strengths, "target": [e.model_dump() for e in target.effects],
+                  "unedited_mean": target.unedited.value},
+        "generations": [{"scenario_id": g.scenario_id, "before": g.before, "after": g.after}
+                        for g in result.generations],
+        "random_feature_sets": result.random_feature_sets,
+        "neutral_kl": (result.neutral_kl.model_dump() if result.neutral_kl is not None else
+                       Estimate(value=float("nan"), low=float("nan"), high=float("nan"), n=0,
+                                method="not applicable").model_dump()),
+        "experiment": result.model_dump(mode="json"),
+    }
+    if notes:
+        details["note"] = "; ".join(notes)
+    edit = test.intervention
     return PredictionResult(
         name=test.name, kind="causal",
-        description=test.description or f"{test.intervention.kind} on {test.condition}: {test.metric} change",
+        description=test.description or f"{edit.kind} on {test.condition}: {test.metric} change",
         metric=f"{test.metric} change at strength {judged:g}", comparison=test.comparison, threshold=test.threshold,
         measured=measured, outcome=outcome, controls=controls, details=details,
     )
@@ -626,19 +275,6 @@ def _beats_control(difference: Estimate, comparison: str) -> bool | None:
     if comparison == "<=":
         return difference.high < 0
     return None
-
-
-def _neutral_kl(ctx: _Context, edit, strength: float) -> Estimate:
-    from workbench.causal.interventions import all_position_log_probs
-    from workbench.model.rendering import render_text
-
-    if edit is None:
-        return Estimate(value=float("nan"), low=float("nan"), high=float("nan"), n=0, method="not applicable")
-    items = [render_text(ctx.model.tokenizer, text) for text in NEUTRAL_TEXTS]
-    log_probs = all_position_log_probs(ctx.model, items, edit, sae=ctx.sae, site=ctx.sae.site.name,
-                                       strengths=[0.0, strength])
-    kl = neutral_kl([lp[0] for lp in log_probs], [lp[1] for lp in log_probs])
-    return mean_estimate(kl, seed=ctx.h.seed)
 
 
 def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], list[ExampleRecord], torch.Tensor, torch.Tensor]:
@@ -742,7 +378,7 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
     probe, direction = _probe_baseline(ctx)
     predictions = [_contrast_prediction(ctx, c) for c in hypothesis.contrasts] if hypothesis.features else []
     for index, test in enumerate(hypothesis.tests):
-        predictions.append(_causal_test(ctx, test, direction, density, decoder_norm, (index + 1, len(hypothesis.tests))))
+        predictions.append(_causal_test(ctx, test, (index + 1, len(hypothesis.tests))))
     verdict, reason = decide_verdict(predictions)
     counts: dict[str, int] = {}
     for scenario in heldout:

@@ -219,8 +219,10 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     from workbench.features.capture import inputs_from_scenarios, run_capture
     from workbench.features.contrast import item_feature_matrix
     from workbench.model.generation import generate_answers
-    from workbench.causal.interventions import Ablation, edited_logits
-    from workbench.causal.measurements import answer_token_ids, logit_metrics
+    from workbench.causal.edits import Target
+    from workbench.causal.experiment import EditSettings, measure_edit
+    from workbench.causal.interventions import edited_logits
+    from workbench.causal.measurements import answer_token_ids
     from workbench.organism import NO_ANSWER, TRUTH, judge
     from workbench.model.rendering import render_conversation
     from workbench.scenarios import answer_matches, load_facts
@@ -303,10 +305,9 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     say("ablating the features on false responses", 0.7)
     ablation_change: dict[str, float] = {}
     if false_ones and features:
-        logits = edited_logits(model, [items[s.id] for s in false_ones], Ablation(features=tuple(features)), sae=sae,
-                               strengths=[0.0, 1.0], item_ids=[s.id for s in false_ones])
-        p_true = logit_metrics(logits, true_ids, false_ids)["p_true"]
-        for s, change in zip(false_ones, (p_true[:, 1] - p_true[:, 0]).tolist()):
+        unedited, ablated = measure_edit(model, sae, false_ones, EditSettings(kind="ablate", positions="all"),
+                                         Target(features=tuple(features)), [1.0], "p_true")
+        for s, change in zip(false_ones, (ablated[:, 0] - unedited).tolist()):
             ablation_change[s.id] = change
 
     evidence = []

@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from workbench.features.capture import Capture
 from workbench.model.loading import LoadedModel
-from workbench.model.rendering import ROLES
 from workbench.model.saes import LoadedSAE
+from workbench.core.positions import ROLES
 from workbench.core.stats import Estimate, bootstrap_mean, wilson_interval
 
 

@@ -155,6 +155,15 @@ def specs_from_refs(model_ref: ModelRef | Mapping[str, Any] | Any, sae_ref: SAER
     return model_spec_from_ref(model_ref, sae_ref), sae_spec_from_ref(sae_ref, site)
 
 
+def sae_ref_from_spec(sae_spec: SAESpec) -> SAERef:
+    """The reference form of an SAE spec (its ``site`` is not part of it)."""
+    if sae_spec.path:
+        return as_sae_ref({"path": sae_spec.path})
+    if sae_spec.release:
+        return as_sae_ref({"release": sae_spec.release, "id": sae_spec.sae_id})
+    return as_sae_ref({"registry": sae_spec.registry_name})
+
+
 def refs_from_specs(model_spec: ModelSpec, sae_spec: SAESpec) -> tuple[ModelRef, SAERef]:
     """The reference form (``model:``, ``sae:`` of a hypothesis file) of a model and SAE spec.
 
@@ -164,15 +173,9 @@ def refs_from_specs(model_spec: ModelSpec, sae_spec: SAESpec) -> tuple[ModelRef,
     ``device_map``, ``remote`` and ``trust_remote_code``, and the SAE spec's ``site`` (a hypothesis
     file has its own ``site:``).
     """
-    adapter = model_spec.adapter
-    if sae_spec.path:
-        sae_ref = as_sae_ref({"path": sae_spec.path})
-    elif sae_spec.release:
-        sae_ref = as_sae_ref({"release": sae_spec.release, "id": sae_spec.sae_id})
-    else:
-        sae_ref = as_sae_ref({"registry": sae_spec.registry_name})
-        if model_spec == default_model_spec(sae_spec.registry_name):
-            adapter = AUTO_ADAPTER
+    sae_ref = sae_ref_from_spec(sae_spec)
+    auto = sae_ref.uses_registry and model_spec == default_model_spec(sae_spec.registry_name)
+    adapter = AUTO_ADAPTER if auto else model_spec.adapter
     return as_model_ref({"source": model_spec.source, "adapter": adapter, "gguf_file": model_spec.gguf_file}), sae_ref
 
 
@@ -186,5 +189,5 @@ def load(model_ref: ModelRef | Mapping[str, Any] | Any, sae_ref: SAERef | Mappin
 
 __all__ = [
     "AUTO_ADAPTER", "ModelRef", "SAERef", "as_model_ref", "as_sae_ref", "load", "model_spec_from_ref",
-    "refs_from_specs", "sae_spec_from_ref", "specs_from_refs",
+    "refs_from_specs", "sae_ref_from_spec", "sae_spec_from_ref", "specs_from_refs",
 ]

@@ -198,3 +198,22 @@ def test_run_trace_returns_what_the_body_saves(tiny_model, tiny_sae):
     saved = run_trace(tiny_model, input_ids, None, lambda tracer: {"site": read_site(tiny_model, tiny_sae.site).save()},
                       stop=True)
     assert set(saved) == {"site"} and saved["site"].shape == (1, 4, 64)
+
+
+def test_traces_run_as_on_ndif(tiny_model, tiny_sae, tiny_scenarios):
+    """nnsight's ``remote="local"`` serializes each trace as for NDIF (hiding this project's modules):
+    the capture's and the probe's traces give the same activations through it."""
+    import dataclasses
+
+    from workbench.features.capture import read_sites
+    from workbench.features.probes import residual_at_last_prompt_token
+    from workbench.model.rendering import pad_batch
+
+    remote = dataclasses.replace(tiny_model, spec=dataclasses.replace(tiny_model.spec, remote="local"))
+    items = [render_conversation(tiny_model.tokenizer, s.messages) for s in tiny_scenarios[:3]]
+    input_ids, attention = pad_batch(items, tiny_model.tokenizer.pad_token_id)
+    site = tiny_sae.site.name
+    here = read_sites(tiny_model, [tiny_sae], input_ids, attention)[site]
+    assert torch.allclose(read_sites(remote, [tiny_sae], input_ids, attention)[site], here, atol=1e-5)
+    assert torch.allclose(residual_at_last_prompt_token(remote, site, items),
+                          residual_at_last_prompt_token(tiny_model, site, items), atol=1e-5)

@@ -301,10 +301,11 @@ def _site_order(model: LoadedModel, saes: Sequence[LoadedSAE]) -> list[LoadedSAE
 def read_sites(model: LoadedModel, saes: Sequence[LoadedSAE], input_ids: torch.Tensor,
                attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Activations ``[batch, pos, d_in]`` at every SAE's site in one trace, stopped after the last."""
-    ordered = _site_order(model, saes)
+    # The body names sites only, not the SAEs: a remote trace serializes what the body uses.
+    sites = [sae.site for sae in _site_order(model, saes)]
 
     def body(tracer: Any) -> dict[str, torch.Tensor]:
-        return {sae.site.name: read_site(model, sae.site).save() for sae in ordered}
+        return {site.name: read_site(model, site).save() for site in sites}
 
     return run_trace(model, input_ids, attention_mask, body, stop=True)
 

@@ -7,8 +7,8 @@ from ui.state import load_session, sidebar_summary
 from workbench.features.capture import inputs_from_texts, run_capture
 from workbench.core.errors import WorkbenchError
 from workbench.features.evidence import feature_evidence, item_example
+from workbench.core.positions import ROLES
 from workbench.report.conversation import conversation_html
-from workbench.model.rendering import ROLES
 
 st.set_page_config(page_title="Feature explorer", layout="wide")
 session = load_session()

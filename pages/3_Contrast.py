@@ -4,23 +4,26 @@ import streamlit as st
 
 from ui.charts import distribution_figure
 from ui.state import load_session, sidebar_summary
-from workbench.features.capture import POSITION_RULES
-from workbench.features.contrast import AGGREGATIONS, contrast, item_feature_matrix
+from workbench.core.conditions import Condition, ordered_conditions
 from workbench.core.errors import WorkbenchError
+from workbench.core.positions import POSITION_NAMES, POSITIONS
+from workbench.features.contrast import AGGREGATIONS, contrast, item_feature_matrix
 
 st.set_page_config(page_title="Contrast", layout="wide")
 session = load_session()
 sidebar_summary(session)
 capture, site = session.capture, session.sae.site.name
 st.header("Contrast")
-conditions = sorted({item.condition for item in capture.items if item.condition})
+conditions = ordered_conditions(item.condition for item in capture.items if item.condition)
 if len(conditions) < 2:
     st.warning("The captured scenarios have fewer than two conditions; load a scenario file with more.")
     st.stop()
 c1, c2, c3, c4 = st.columns(4)
-condition_a = c1.selectbox("Condition A", conditions, index=conditions.index("lie") if "lie" in conditions else 0)
-condition_b = c2.selectbox("Condition B", conditions, index=conditions.index("parrot") if "parrot" in conditions else 1)
-position = c3.selectbox("Positions", POSITION_RULES, help="Which tokens of each scenario are compared")
+lie, parrot = Condition.lie.value, Condition.parrot.value
+condition_a = c1.selectbox("Condition A", conditions, index=conditions.index(lie) if lie in conditions else 0)
+condition_b = c2.selectbox("Condition B", conditions, index=conditions.index(parrot) if parrot in conditions else 1)
+position = c3.selectbox("Positions", POSITION_NAMES, help="Which tokens of each scenario are compared (never the "
+                        "first, the attention sink)", format_func=lambda name: f"{name}: {POSITIONS[name].description}")
 aggregation = c4.selectbox("Aggregate over positions", AGGREGATIONS)
 min_active = st.slider("Rank only features active in at least this many scenarios", 1, 50, 5)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from workbench.core.conditions import condition_colour
+from workbench.core.positions import ROLE_COLOURS
 from workbench.features.evidence import FeatureEvidence, FeatureExample
 
 
@@ -24,7 +26,7 @@ def per_condition_figure(evidence: FeatureEvidence) -> go.Figure:
         error_y=dict(type="data", symmetric=False,
                      array=[s.active_fraction.high - s.active_fraction.value for s in stats],
                      arrayminus=[s.active_fraction.value - s.active_fraction.low for s in stats]),
-        marker_color="#2563eb",
+        marker_color=[condition_colour(s.condition, index) for index, s in enumerate(stats)],
     ))
     figure.update_layout(title="Scenarios where it fires (Wilson 95% CI)", yaxis_title="fraction", yaxis_range=[0, 1],
                          height=300, margin=dict(t=40, b=40))
@@ -32,10 +34,9 @@ def per_condition_figure(evidence: FeatureEvidence) -> go.Figure:
 
 
 def token_curve_figure(example: FeatureExample) -> go.Figure:
-    colours = {"system": "#6b7280", "user": "#2563eb", "assistant": "#059669", "text": "#374151"}
     figure = go.Figure(go.Scatter(
         x=list(range(len(example.values))), y=example.values, mode="lines+markers",
-        marker=dict(color=[colours.get(r, "#374151") for r in example.roles], size=5),
+        marker=dict(color=[ROLE_COLOURS.get(r, "#374151") for r in example.roles], size=5),
         line=dict(color="#ea580c"), text=[f"{r}: {t!r}" for r, t in zip(example.roles, example.tokens)],
         hovertemplate="token %{x} %{text}<br>activation %{y:.3f}<extra></extra>",
     ))
@@ -47,7 +48,7 @@ def token_curve_figure(example: FeatureExample) -> go.Figure:
 
 def distribution_figure(values_a: list[float], values_b: list[float], name_a: str, name_b: str, feature: int) -> go.Figure:
     figure = go.Figure()
-    for values, name, colour in ((values_a, name_a, "#dc2626"), (values_b, name_b, "#2563eb")):
+    for values, name, colour in ((values_a, name_a, condition_colour(name_a, 0)), (values_b, name_b, condition_colour(name_b, 1))):
         figure.add_trace(go.Box(y=values, name=f"{name} (n={len(values)})", boxpoints="all", jitter=0.4,
                                 marker_color=colour, pointpos=0))
     figure.update_layout(title=f"Feature {feature} per scenario", yaxis_title="activation (aggregated)",

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 import streamlit as st
 
 from workbench.features.capture import Capture, inputs_from_scenarios, run_capture
+from workbench.core.conditions import ordered_conditions
 from workbench.core.constants import DEFAULT_SCENARIOS
 from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel, ModelSpec, load_model  # noqa: F401  (ModelSpec: state type)
-from workbench.model.saes import LoadedSAE, SAESpec, default_model_spec, load_sae
+from workbench.model.resolve import ModelRef, model_spec_from_ref, sae_ref_from_spec
+from workbench.model.saes import LoadedSAE, SAESpec, load_sae
 from workbench.scenarios import Scenario, read_scenarios
 
 DEFAULTS = {
-    "model_spec": None,  # filled by init_state: the model the default SAE was trained on
-    "sae_spec": SAESpec(),
+    "model_spec": None,  # filled by init_state: the default model reference for the chosen SAE
+    "sae_spec": SAESpec(),  # the registry's default SAE
     "scenarios_path": str(DEFAULT_SCENARIOS),
     "per_condition": 32,
     "generate_responses": True,
@@ -32,7 +34,8 @@ def init_state() -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     if st.session_state.model_spec is None:
-        st.session_state.model_spec = default_model_spec()
+        # `model: {source: default, adapter: auto}`: the model the SAE was trained on, by the resolver.
+        st.session_state.model_spec = model_spec_from_ref(ModelRef(), sae_ref_from_spec(st.session_state.sae_spec))
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -110,5 +113,5 @@ def sidebar_summary(session: Session) -> None:
         st.caption(f"**SAE** {session.sae.spec.describe()} at `{session.sae.site.name}` ({session.sae.d_sae} features)")
         if session.capture is not None:
             counts = Counter(item.condition for item in session.capture.items)
-            st.caption("**Scenarios** " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            st.caption("**Scenarios** " + ", ".join(f"{c} {counts[c]}" for c in ordered_conditions(counts))
                        + f" · {session.capture.n_tokens} tokens")

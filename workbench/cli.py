@@ -11,8 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.core.conditions import CONDITION_NAMES
 from workbench.core.constants import LORA_TARGETS
 from workbench.core.errors import WorkbenchError
+from workbench.core.positions import describe_positions, position_rule
 
 app = typer.Typer(
     help="Intent workbench: find features that separate lies from parroting and test them causally.",
@@ -44,18 +46,24 @@ GenerateOption = Annotated[bool, typer.Option("--generate/--no-generate", help="
 
 
 def model_spec(model: str, gguf_file: str | None, adapter: str, sae_name: str | None, uses_registry: bool):
-    """The model to load: with ``--adapter auto`` and the default model, the adapter the
-    registry SAE was trained on; ``none`` for no adapter; else the given folder."""
-    from workbench.model.loading import ModelSpec
-    from workbench.model.saes import default_model_spec
+    """The model to load, through the resolver: with ``--adapter auto`` and the default model, the
+    adapter the registry SAE was trained on; ``none`` for no adapter; else the given folder.
+    (For commands that take only some SAE options; ``_refs`` gives both references.)"""
+    from workbench.model.resolve import AUTO_ADAPTER, as_model_ref, as_sae_ref, model_spec_from_ref
 
-    if adapter == "auto":
-        if model == "default" and uses_registry and not gguf_file:
-            return default_model_spec(sae_name)
-        adapter_dir = None
-    else:
-        adapter_dir = None if adapter == "none" else adapter
-    return ModelSpec(source=model, gguf_file=gguf_file, adapter=adapter_dir)
+    # Without a registry SAE ``auto`` means no adapter, as the resolver has it for a folder or release.
+    model_ref = as_model_ref({"source": model, "gguf_file": gguf_file,
+                              "adapter": None if adapter == AUTO_ADAPTER and not uses_registry else adapter})
+    return model_spec_from_ref(model_ref, as_sae_ref({"registry": sae_name}))
+
+
+def _refs(model: str, gguf_file: str | None, adapter: str | None, sae: str | None, sae_path: str | None,
+          sae_release: str | None, sae_id: str | None):
+    """The model and SAE references the shared CLI options name (``--adapter none`` = no adapter)."""
+    from workbench.model.resolve import as_model_ref, as_sae_ref
+
+    return (as_model_ref({"source": model, "gguf_file": gguf_file, "adapter": adapter}),
+            as_sae_ref({"registry": sae, "path": sae_path, "release": sae_release, "id": sae_id}))
 
 
 def _fail(error: Exception) -> None:
@@ -66,16 +74,12 @@ def _fail(error: Exception) -> None:
 def _capture(model: str, gguf_file: str | None, adapter: str | None, sae: str | None, sae_path: str | None,
              sae_release: str | None, sae_id: str | None, scenarios: Path | None, texts: Path | None,
              batch_size: int = 16, generate: bool = True):
-    from workbench.features.capture import inputs_from_scenarios, inputs_from_texts, run_capture
-    from workbench.model.loading import load_model
-    from workbench.model.saes import SAESpec, load_sae
     from workbench.core.constants import DEFAULT_SCENARIOS
+    from workbench.features.capture import inputs_from_scenarios, inputs_from_texts, run_capture
+    from workbench.model.resolve import load
     from workbench.scenarios import read_scenarios
 
-    sae_spec = SAESpec(registry_name=sae, path=sae_path, release=sae_release, sae_id=sae_id)
-    uses_registry = not (sae_path or sae_release)
-    loaded = load_model(model_spec(model, gguf_file, adapter, sae if uses_registry else None, uses_registry))
-    loaded_sae = load_sae(sae_spec, loaded)
+    loaded, loaded_sae = load(*_refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id))
     inputs = inputs_from_scenarios(read_scenarios(scenarios or DEFAULT_SCENARIOS))
     if texts:
         if not texts.exists():
@@ -166,9 +170,9 @@ def feature(
 
 @app.command()
 def contrast(
-    condition_a: Annotated[str, typer.Argument(help="Condition on the positive side, e.g. lie.")],
-    condition_b: Annotated[str, typer.Argument(help="Condition on the negative side, e.g. parrot.")],
-    position: Annotated[str, typer.Option("--position", help="Position rule: last_prompt_token, answer, assistant, user, system, all.")] = "last_prompt_token",
+    condition_a: Annotated[str, typer.Argument(help=f"Condition on the positive side ({', '.join(CONDITION_NAMES)}), e.g. lie.")],
+    condition_b: Annotated[str, typer.Argument(help=f"Condition on the negative side ({', '.join(CONDITION_NAMES)}), e.g. parrot.")],
+    position: Annotated[str, typer.Option("--position", help=f"Position rule, which tokens of each item are compared: {describe_positions()}.")] = "last_prompt_token",
     aggregation: Annotated[str, typer.Option("--aggregation", help="Aggregate selected tokens per item: max or mean.")] = "max",
     top: Annotated[int, typer.Option("--top", min=1, help="Rows to show.")] = 20,
     min_active: Annotated[int, typer.Option("--min-active", min=1, help="Rank only features active in at least this many items.")] = 5,
@@ -185,7 +189,7 @@ def contrast(
     from workbench.features.contrast import contrast as run_contrast
 
     try:
-        needs_responses = position in ("answer", "assistant", "all")  # only these read the response
+        needs_responses = position_rule(position).covers_answer  # only these read the response; checked before loading
         _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, None,
                                          generate=needs_responses)
         if split:

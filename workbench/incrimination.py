@@ -184,22 +184,24 @@ def score(evidence: Sequence[ResponseEvidence], *, n_boot: int = 1000, seed: int
 
 def _lens_ranks(model, items, true_ids: Sequence[int], layers: Sequence[int]) -> list[int]:
     """Best rank of each true first token over ``layers`` (logit lens at the last prompt token)."""
+    from workbench.model.tracing import read_site, run_trace
+
     inner = getattr(model.hf_model, "model", None)
     norm = getattr(inner, "norm", None)
     head = model.hf_model.get_output_embeddings()
     pad_id = model.tokenizer.pad_token_id
+    sites = [model.site(f"{model.layers_path}.{layer}") for layer in layers]
     ranks: list[int] = []
     for start in range(0, len(items), 32):
         chunk = items[start : start + 32]
         input_ids, attention = pad_batch(chunk, pad_id)
         last = torch.tensor([i.prompt_length - 1 for i in chunk])
-        saved = []
-        with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
-                                             remote=model.spec.remote):
-            for layer in layers:
-                envoy = model.envoy(model.site(f"{model.layers_path}.{layer}"))
-                value = envoy.output[0] if isinstance(envoy.output, tuple) else envoy.output
-                saved.append(value[torch.arange(len(chunk)), last].save())
+        rows = torch.arange(len(chunk))
+
+        def body(tracer: Any) -> list[torch.Tensor]:  # each [chunk, d_model]
+            return [read_site(model, site)[rows, last].save() for site in sites]
+
+        saved = run_trace(model, input_ids, attention, body, stop=True)
         with torch.no_grad():
             best = torch.full((len(chunk),), 10**9, dtype=torch.long)
             targets = torch.tensor(list(true_ids[start : start + len(chunk)]))

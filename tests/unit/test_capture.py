@@ -10,7 +10,8 @@ from workbench.features.capture import (
 )
 from workbench.core.errors import FeatureIndexError, WorkbenchError
 from workbench.features.evidence import feature_evidence
-from workbench.model.rendering import ROLES, render_conversation
+from workbench.core.positions import ROLES
+from workbench.model.rendering import render_conversation
 
 TEXTS = ["The capital of France is Paris.", "quick brown fox", "Repeat after me: the capital of Spain is Rome."]
 
@@ -173,3 +174,46 @@ def test_feature_evidence_shows_whole_items(tiny_model, tiny_sae, small_capture)
     assert {c.condition for c in evidence.per_condition} == {"honest", "lie", "parrot"}
     with pytest.raises(FeatureIndexError):
         feature_evidence(small_capture, site, 10_000)
+
+
+def test_probe_inputs_are_the_hooked_residual_at_the_last_prompt_token(tiny_model, tiny_sae, tiny_scenarios):
+    from workbench.features.probes import residual_at_last_prompt_token
+
+    items = [render_conversation(tiny_model.tokenizer, s.messages) for s in tiny_scenarios[:5]]
+    got = residual_at_last_prompt_token(tiny_model, tiny_sae.site.name, items, batch_size=2)  # padded batches
+    module = tiny_model.hf_model.get_submodule(tiny_sae.site.module_path)
+    for row, item in enumerate(items):
+        captured = []
+        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        with torch.no_grad():
+            tiny_model.hf_model(input_ids=torch.tensor([item.input_ids]))
+        handle.remove()
+        assert torch.allclose(got[row], captured[0][0, item.prompt_length - 1], atol=1e-5)
+
+
+def test_run_trace_returns_what_the_body_saves(tiny_model, tiny_sae):
+    from workbench.model.tracing import read_site, run_trace
+
+    input_ids = torch.tensor([[1, 5, 9, 12]])
+    saved = run_trace(tiny_model, input_ids, None, lambda tracer: {"site": read_site(tiny_model, tiny_sae.site).save()},
+                      stop=True)
+    assert set(saved) == {"site"} and saved["site"].shape == (1, 4, 64)
+
+
+def test_traces_run_as_on_ndif(tiny_model, tiny_sae, tiny_scenarios):
+    """nnsight's ``remote="local"`` serializes each trace as for NDIF (hiding this project's modules):
+    the capture's and the probe's traces give the same activations through it."""
+    import dataclasses
+
+    from workbench.features.capture import read_sites
+    from workbench.features.probes import residual_at_last_prompt_token
+    from workbench.model.rendering import pad_batch
+
+    remote = dataclasses.replace(tiny_model, spec=dataclasses.replace(tiny_model.spec, remote="local"))
+    items = [render_conversation(tiny_model.tokenizer, s.messages) for s in tiny_scenarios[:3]]
+    input_ids, attention = pad_batch(items, tiny_model.tokenizer.pad_token_id)
+    site = tiny_sae.site.name
+    here = read_sites(tiny_model, [tiny_sae], input_ids, attention)[site]
+    assert torch.allclose(read_sites(remote, [tiny_sae], input_ids, attention)[site], here, atol=1e-5)
+    assert torch.allclose(residual_at_last_prompt_token(remote, site, items),
+                          residual_at_last_prompt_token(tiny_model, site, items), atol=1e-5)

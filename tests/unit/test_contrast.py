@@ -117,3 +117,31 @@ def test_contrast_input_errors():
         contrast(capture, "model.layers.0", "lie", "lie")
     with pytest.raises(WorkbenchError, match="unknown aggregation"):
         contrast(capture, "model.layers.0", "lie", "parrot", aggregation="median")
+
+
+def test_cli_contrast_checks_the_position_rule_before_loading_anything(monkeypatch):
+    from typer.testing import CliRunner
+
+    import workbench.model.resolve as resolve
+    from workbench.cli import app
+
+    loads = []
+    monkeypatch.setattr(resolve, "load", lambda *args, **kwargs: loads.append(args))
+    result = CliRunner().invoke(app, ["contrast", "lie", "parrot", "--position", "middle"])
+    assert result.exit_code == 2 and "unknown position rule 'middle'; choose one of last_prompt_token" in result.output
+    assert loads == []  # no model was loaded
+
+
+def test_position_rules_never_select_the_attention_sink():
+    capture = planted_capture(n_per_condition=5)
+    for rule in ("all", "user"):
+        mask = capture.position_mask(rule)
+        assert not mask[capture.positions == 0].any() and mask[capture.positions > 0].all()
+
+
+def test_conditions_are_listed_in_the_tables_order():
+    from workbench.core.conditions import condition_colour, ordered_conditions
+
+    assert ordered_conditions(["parrot", "lie+false", None, "lie", "parrot"]) == ["lie", "parrot", "lie+false"]
+    assert condition_colour("lie") != condition_colour("parrot")
+    assert condition_colour("lie+false", 0) != condition_colour("lie+truth", 1)  # anything else: a fallback colour

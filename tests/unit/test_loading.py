@@ -133,3 +133,121 @@ def test_unreadable_gguf_is_explained(tmp_path):
 def test_model_spec_round_trips_through_json():
     spec = ModelSpec(source="gpt2", adapter="adapters/x", device_map="auto")
     assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())) | {"unknown": 1}) == spec
+
+
+# ----------------------------------------------------------------------------- the resolver
+
+
+@pytest.fixture
+def registry_dir(tmp_path, monkeypatch):
+    """A registry with an SAE trained on the default model with an adapter, one without, and one
+    trained on another model."""
+    folder = tmp_path / "saes"
+    folder.mkdir()
+    (folder / "registry.yaml").write_text(
+        "default: liar\nsaes:\n"
+        "  liar: {path: liar, model: default, adapter: ../organism, site: model.layers.1}\n"
+        "  base: {path: base, model: default, adapter: null, site: model.layers.1}\n"
+        "  elsewhere: {path: elsewhere, model: some/model, site: model.layers.1}\n"
+    )
+    monkeypatch.setenv("WORKBENCH_SAES_DIR", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize(("model_ref", "sae_ref", "adapter"), [
+    ({}, {}, "organism"),  # the registry default SAE, on the model it was trained on
+    ({}, {"registry": "liar"}, "organism"),
+    ({"adapter": "auto"}, {"registry": "base"}, None),  # trained without an adapter
+    ({}, {"registry": "elsewhere"}, None),
+    ({}, {"path": "saes/x"}, None),  # auto means nothing without a registry SAE
+    ({}, {"release": "gpt2-small-res-jb", "id": "blocks.8.hook_resid_pre"}, None),
+    ({"gguf_file": "model.gguf"}, {"registry": "liar"}, None),  # another file than the SAE's model
+    ({"source": "some/model"}, {"registry": "liar"}, None),
+    ({"adapter": "adapters/mine"}, {"registry": "liar"}, "adapters/mine"),
+    ({"adapter": None}, {"registry": "liar"}, None),
+    ({"adapter": "none"}, {}, None),  # the CLI's --adapter none
+])
+def test_auto_adapter_is_the_registry_saes_own(registry_dir, model_ref, sae_ref, adapter):
+    from workbench.model.resolve import ModelRef, SAERef, specs_from_refs
+
+    model_spec, sae_spec = specs_from_refs(ModelRef(**model_ref), SAERef(**sae_ref))
+    expected = str((registry_dir / ".." / "organism").resolve()) if adapter == "organism" else adapter
+    assert model_spec.adapter == expected
+    assert (model_spec.source, model_spec.gguf_file) == (model_ref.get("source", "default"), model_ref.get("gguf_file"))
+    assert specs_from_refs(model_ref, sae_ref) == (model_spec, sae_spec)  # mappings (YAML blocks) work alike
+
+
+@pytest.mark.parametrize(("sae_ref", "expected"), [
+    ({}, SAESpec()),
+    ({"registry": "base"}, SAESpec(registry_name="base")),
+    ({"path": "saes/x"}, SAESpec(path="saes/x")),
+    ({"release": "gpt2-small-res-jb", "id": "blocks.8.hook_resid_pre"},
+     SAESpec(release="gpt2-small-res-jb", sae_id="blocks.8.hook_resid_pre")),
+])
+def test_every_sae_form_resolves_and_round_trips(registry_dir, sae_ref, expected):
+    from workbench.model.resolve import ModelRef, SAERef, refs_from_specs, specs_from_refs
+
+    model_spec, sae_spec = specs_from_refs(ModelRef(), SAERef(**sae_ref), site="model.layers.2")
+    assert sae_spec == SAESpec(**{**expected.to_dict(), "site": "model.layers.2"})
+    _, back = refs_from_specs(model_spec, sae_spec)
+    assert back == SAERef(**sae_ref) or (sae_ref == {} and back == SAERef(registry=None))
+
+
+@pytest.mark.parametrize(("model_ref", "sae_ref"), [
+    ({}, {}),
+    ({"adapter": "auto"}, {"registry": "liar"}),
+    ({"adapter": None}, {"registry": "liar"}),  # the organism's SAE on the base model: stays explicit
+    ({"adapter": "adapters/mine"}, {"registry": "liar"}),
+    ({"source": "some/folder", "adapter": None}, {"path": "saes/x"}),
+    ({"source": "some/folder", "adapter": "adapters/mine", "gguf_file": "m.gguf"},
+     {"release": "r", "id": "blocks.0.hook_resid_post"}),
+])
+def test_refs_specs_refs_round_trip(registry_dir, model_ref, sae_ref):
+    from workbench.model.resolve import ModelRef, SAERef, refs_from_specs, specs_from_refs
+
+    refs = (ModelRef(**model_ref), SAERef(**sae_ref))
+    assert refs_from_specs(*specs_from_refs(*refs)) == refs
+    # two references of the same model: the written one is `auto`, and it names the same specs
+    plain = (ModelRef(adapter=None), SAERef(registry="base"))
+    assert refs_from_specs(*specs_from_refs(*plain)) == (ModelRef(adapter="auto"), SAERef(registry="base"))
+    assert specs_from_refs(*refs_from_specs(*specs_from_refs(*plain))) == specs_from_refs(*plain)
+
+
+def test_specs_become_portable_refs(registry_dir):
+    from workbench.model.resolve import ModelRef, SAERef, refs_from_specs
+
+    organism = str((registry_dir / ".." / "organism").resolve())
+    model_ref, sae_ref = refs_from_specs(ModelSpec(adapter=organism), SAESpec(registry_name="liar"))
+    assert model_ref == ModelRef(adapter="auto") and sae_ref == SAERef(registry="liar")  # no path of this machine
+    model_ref, _ = refs_from_specs(ModelSpec(adapter=organism), SAESpec(path="saes/x"))
+    assert model_ref.adapter == organism  # a folder SAE has no adapter of its own: the path stays
+    model_ref, sae_ref = refs_from_specs(ModelSpec(source="some/folder"), SAESpec(path="saes/x"))
+    assert model_ref == ModelRef(source="some/folder", adapter=None) and sae_ref == SAERef(path="saes/x")
+
+
+@pytest.mark.parametrize(("model_ref", "sae_ref", "words"), [
+    ({}, {"registry": "a", "path": "b"}, "named 2 ways .*give one of registry, path, or release \\+ id"),
+    ({}, {"release": "gpt2-small-res-jb"}, "release needs an id too"),
+    ({}, {"id": "blocks.8.hook_resid_pre"}, "give the release too"),
+    ({}, {"registry": "a", "sae_id": "x"}, "bad SAE reference: unknown field 'sae_id' \\(known: registry, path, release, id\\)"),
+    ({"source": " "}, {}, "model source is empty: give 'default'"),
+    ({"adapters": "x"}, {}, "unknown field 'adapters' \\(known: source, adapter, gguf_file\\)"),
+])
+def test_bad_references_say_what_to_do(model_ref, sae_ref, words):
+    from workbench.core.errors import WorkbenchError
+    from workbench.model.resolve import specs_from_refs
+
+    with pytest.raises(WorkbenchError, match=words):
+        specs_from_refs(model_ref, sae_ref)
+
+
+def test_load_resolves_and_checks_the_sae(tiny_model_dir, tiny_sae_dir, tmp_path):
+    from workbench.model.resolve import ModelRef, SAERef, load
+
+    model, sae = load(ModelRef(source=str(tiny_model_dir), adapter="auto"), SAERef(path=str(tiny_sae_dir)))
+    assert model.spec == ModelSpec(source=str(tiny_model_dir)) and sae.site.name == "model.layers.1"
+    _, other_site = load({"source": str(tiny_model_dir)}, {"path": str(tiny_sae_dir)}, site="model.layers.2")
+    assert other_site.site.name == "model.layers.2"
+    build_sae(d_in=32).save_model(tmp_path / "narrow")
+    with pytest.raises(SAELoadError, match="pick an SAE trained on this model"):
+        load(ModelRef(source=str(tiny_model_dir)), SAERef(path=str(tmp_path / "narrow")))

@@ -1,6 +1,7 @@
 """Rendering chats into tokens: prefills (the start of the answer) are continued."""
 
-from workbench.model.rendering import ROLE_INDEX, render_conversation
+from workbench.core.positions import ROLE_INDEX
+from workbench.model.rendering import render_conversation
 
 
 def test_a_prefill_is_continued_and_the_response_joins_it(tiny_tokenizer):

@@ -8,6 +8,7 @@ what the model actually did) are built from these names elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -53,6 +54,13 @@ def condition_colour(condition: str, index: int = 0) -> str:
     """The condition's colour; a fallback colour (by index) for anything else."""
     info = CONDITIONS.get(condition)
     return info.colour if info else FALLBACK_COLOURS[index % len(FALLBACK_COLOURS)]
+
+
+def ordered_conditions(names: Iterable[str | None]) -> list[str]:
+    """The distinct condition names given, in the table's order, then any others (e.g. behaviour-conditioned
+    subsets) sorted; None is left out."""
+    present = {name for name in names if name is not None}
+    return [name for name in CONDITIONS if name in present] + sorted(present - set(CONDITIONS))
 
 
 def expected_call(condition: str) -> str | None:

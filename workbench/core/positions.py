@@ -20,6 +20,8 @@ from workbench.core.errors import WorkbenchError
 #: Speaker roles a token can belong to; ``text`` is free text outside any chat.
 ROLES = ("system", "user", "assistant", "text")
 ROLE_INDEX = {role: index for index, role in enumerate(ROLES)}
+#: Colour of each role wherever tokens are shown by speaker (conversations, activation curves).
+ROLE_COLOURS = {"system": "#6b7280", "user": "#2563eb", "assistant": "#059669", "text": "#374151"}
 
 #: The first position that is read or edited: position 0 is the attention sink.
 FIRST_POSITION = 1

@@ -78,18 +78,6 @@ def bootstrap_auroc(
     return point, low, high
 
 
-def bootstrap_mean_difference(
-    a: torch.Tensor, b: torch.Tensor, *, n_boot: int = 1000, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """mean(a) - mean(b) per column with a percentile bootstrap 95% interval."""
-    generator = torch.Generator().manual_seed(seed)
-    point = a.mean(0) - b.mean(0)
-    a_idx = torch.randint(a.shape[0], (n_boot, a.shape[0]), generator=generator)
-    b_idx = torch.randint(b.shape[0], (n_boot, b.shape[0]), generator=generator)
-    samples = torch.stack([a[a_idx[i]].mean(0) - b[b_idx[i]].mean(0) for i in range(n_boot)])
-    return point, torch.quantile(samples, 0.025, dim=0), torch.quantile(samples, 0.975, dim=0)
-
-
 def bootstrap_mean(values: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> Estimate:
     """Mean of a 1-D sample with a percentile bootstrap 95% interval."""
     n = int(values.numel())

@@ -26,15 +26,14 @@ from tqdm.auto import tqdm
 
 from workbench.core.constants import CAPTURE_META_FILENAME, CAPTURE_TOKENS_FILENAME, cache_dir
 from workbench.core.errors import WorkbenchError
+from workbench.core.positions import FIRST_POSITION, select_positions
 from workbench.model.generation import generate_answers
 from workbench.model.loading import LoadedModel
-from workbench.model.rendering import ROLE_INDEX, ROLES, RenderedItem, pad_batch, render_conversation, render_text
+from workbench.model.rendering import RenderedItem, pad_batch, render_conversation, render_text
 from workbench.model.saes import LoadedSAE
+from workbench.model.tracing import read_site, run_trace
 
 CAPTURE_FORMAT_VERSION = 1
-
-#: Position rules: which tokens of each item a statistic or intervention looks at.
-POSITION_RULES = ("last_prompt_token", "answer", "assistant", "user", "system", "all")
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -143,7 +142,7 @@ class Capture:
     token_ids: torch.Tensor  # [n_tokens] int32
     item_index: torch.Tensor  # [n_tokens] int32, index into meta.items
     positions: torch.Tensor  # [n_tokens] int32, position within the item
-    roles: torch.Tensor  # [n_tokens] int8, index into rendering.ROLES
+    roles: torch.Tensor  # [n_tokens] int8, index into core.positions.ROLES
     sites: dict[str, SiteActivations]
     path: Path | None = None
 
@@ -196,17 +195,10 @@ class Capture:
                        roles=self.roles[token_index], sites=sites)
 
     def position_mask(self, rule: str) -> torch.Tensor:
-        """Which tokens a position rule selects ([n_tokens] bool)."""
+        """Which tokens a position rule (``core.positions``) selects ([n_tokens] bool); never the
+        attention sink."""
         prompt_length = torch.tensor([item.prompt_length for item in self.meta.items])[self.item_index.long()]
-        if rule == "all":
-            return torch.ones(self.n_tokens, dtype=torch.bool)
-        if rule == "last_prompt_token":
-            return self.positions == prompt_length - 1
-        if rule == "answer":
-            return self.positions >= prompt_length
-        if rule in ("assistant", "user", "system"):
-            return self.roles == ROLE_INDEX[rule]
-        raise WorkbenchError(f"unknown position rule {rule!r}; choose one of {', '.join(POSITION_RULES)}")
+        return select_positions(rule, self.positions.long(), self.roles.long(), prompt_length)
 
 
 # ----------------------------------------------------------------------------- store
@@ -288,7 +280,7 @@ def inputs_from_texts(texts: Sequence[str], prefix: str = "text") -> list[Captur
 
 
 def capture_key(model: LoadedModel, saes: Sequence[LoadedSAE], inputs: Sequence[CaptureInput],
-                generate_responses: bool, max_new_tokens: int, first_position: int = 1) -> str:
+                generate_responses: bool, max_new_tokens: int, first_position: int = FIRST_POSITION) -> str:
     payload = {
         "format": CAPTURE_FORMAT_VERSION,
         "model": model.identity,
@@ -309,16 +301,13 @@ def _site_order(model: LoadedModel, saes: Sequence[LoadedSAE]) -> list[LoadedSAE
 def read_sites(model: LoadedModel, saes: Sequence[LoadedSAE], input_ids: torch.Tensor,
                attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Activations ``[batch, pos, d_in]`` at every SAE's site in one trace, stopped after the last."""
-    ordered = _site_order(model, saes)
-    saved = {}
-    with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention_mask},
-                                         remote=model.spec.remote) as tracer:
-        for sae in ordered:
-            envoy = model.envoy(sae.site)
-            value = envoy.input if sae.site.reads_input else envoy.output
-            saved[sae.site.name] = (value[0] if isinstance(value, tuple) else value).save()
-        tracer.stop()
-    return {name: value for name, value in saved.items()}
+    # The body names sites only, not the SAEs: a remote trace serializes what the body uses.
+    sites = [sae.site for sae in _site_order(model, saes)]
+
+    def body(tracer: Any) -> dict[str, torch.Tensor]:
+        return {site.name: read_site(model, site).save() for site in sites}
+
+    return run_trace(model, input_ids, attention_mask, body, stop=True)
 
 
 def feature_index_dtype(d_sae: int) -> torch.dtype:
@@ -342,7 +331,7 @@ def run_capture(
     batch_size: int = 16,
     generate_responses: bool = True,
     max_new_tokens: int = 16,
-    first_position: int = 1,
+    first_position: int = FIRST_POSITION,
     store_root: Path | None = None,
     use_cache: bool = True,
     progress: bool = False,
@@ -352,9 +341,9 @@ def run_capture(
 
     Scenarios without a response get the model's greedy response first
     (``generate_responses``), so answer-token statistics describe what the model said.
-    Features at positions before ``first_position`` are not stored: position 0 is an
-    attention sink (on SmolLM2 its residual norm is ~100x that of other tokens) where SAEs
-    are not trained and their output means nothing.
+    Features at positions before ``first_position`` are not stored (``core.positions.FIRST_POSITION``:
+    position 0 is the attention sink, where SAEs are not trained and their output means nothing);
+    ``first_position=0`` stores them too (evidence shows them; position rules never select them).
     """
     if not saes:
         raise WorkbenchError("capture needs at least one SAE")
@@ -462,7 +451,7 @@ def run_capture(
 
 
 __all__ = [
-    "POSITION_RULES", "ROLES", "Capture", "CaptureInput", "CaptureMeta", "CapturedItem",
+    "Capture", "CaptureInput", "CaptureMeta", "CapturedItem",
     "SiteActivations", "capture_key", "inputs_from_scenarios", "inputs_from_texts",
     "read_capture", "read_sites", "run_capture",
 ]

@@ -13,8 +13,9 @@ from pydantic import BaseModel
 
 from workbench.features.capture import Capture
 from workbench.model.loading import LoadedModel
-from workbench.model.rendering import ROLES
 from workbench.model.saes import LoadedSAE
+from workbench.core.conditions import ordered_conditions
+from workbench.core.positions import ROLES
 from workbench.core.stats import Estimate, bootstrap_mean, wilson_interval
 
 
@@ -177,8 +178,7 @@ def feature_evidence(
                                     examples=[item_example(capture, values, i) for i in chosen]))
 
     per_condition = []
-    conditions = sorted({item.condition for item in capture.items if item.condition})
-    for condition in conditions:
+    for condition in ordered_conditions(item.condition for item in capture.items if item.condition):
         members = torch.tensor([i for i, item in enumerate(capture.items) if item.condition == condition])
         member_max = maxima[members].clamp(min=0)
         per_condition.append(ConditionStats(

@@ -9,6 +9,7 @@ bootstrap 95% interval, so an SAE-feature hypothesis can be compared with what a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pydantic import BaseModel
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel
 from workbench.model.rendering import RenderedItem, pad_batch
+from workbench.model.tracing import read_site, run_trace
 from workbench.core.stats import Estimate, bootstrap_auroc
 
 PROBE_KINDS = ("difference_of_means", "logistic_regression")
@@ -47,14 +49,12 @@ def residual_at_last_prompt_token(model: LoadedModel, site_name: str, items: Seq
         chunk = items[start : start + batch_size]
         input_ids, attention = pad_batch(chunk, pad_id)
         last = torch.tensor([item.prompt_length - 1 for item in chunk])
-        with torch.no_grad(), model.lm.trace({"input_ids": input_ids, "attention_mask": attention},
-                                             remote=model.spec.remote) as tracer:
-            envoy = model.envoy(site)
-            value = envoy.input if site.reads_input else envoy.output
-            value = value[0] if isinstance(value, tuple) else value
-            saved = value[torch.arange(len(chunk)), last].save()
-            tracer.stop()
-        out.append(saved.detach().float())
+        rows = torch.arange(len(chunk))
+
+        def body(tracer: Any) -> torch.Tensor:
+            return read_site(model, site)[rows, last].save()  # [chunk, d_model]
+
+        out.append(run_trace(model, input_ids, attention, body, stop=True).detach().float())
     acts = torch.cat(out)
     if not torch.isfinite(acts).all():
         raise WorkbenchError("non-finite activations while reading probe inputs")

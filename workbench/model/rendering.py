@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: Speaker roles a token can belong to; ``text`` is free text outside any chat.
-ROLES = ("system", "user", "assistant", "text")
-ROLE_INDEX = {role: index for index, role in enumerate(ROLES)}
+# The roles live with the position rules that read them; ``causal.interventions`` still imports
+# ``ROLE_INDEX`` from here.
+from workbench.core.positions import ROLE_INDEX
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class RenderedItem:
     input_ids: list[int]
     token_strings: list[str]
     roles: list[int]
-    """Index into ``ROLES`` per token."""
+    """Index into ``core.positions.ROLES`` per token."""
     prompt_length: int
     """Tokens up to and including the generation prompt; the answer starts here.
     Equal to the length for free text."""

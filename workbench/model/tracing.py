@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import nnsight
 import torch
 
 from workbench.model.sites import Site
@@ -33,7 +34,9 @@ def run_trace(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     if attention_mask is not None:
         inputs["attention_mask"] = attention_mask
     with torch.no_grad(), model.lm.trace(inputs, remote=model.spec.remote, **trace_kwargs) as tracer:
-        result = body(tracer)
+        # nnsight hands back from the block only what is saved: the body's return value is marked
+        # too (its parts are saved by the body), else ``result`` would be unbound after the block.
+        result = nnsight.save(body(tracer))
         if stop:
             tracer.stop()
     return result

@@ -9,7 +9,6 @@ from ui.records import show_record
 from ui.state import cached_model, cached_sae, init_state
 from workbench.core.constants import REPO_ROOT
 from workbench.core.errors import WorkbenchError
-from workbench.causal.lab import hypothesis_specs, model_and_sae_refs
 from workbench.core.constants import repo_relative
 from workbench.hypotheses import (
     hypothesis_from_experiment,
@@ -19,6 +18,7 @@ from workbench.hypotheses import (
     write_hypothesis,
 )
 from workbench.hypotheses.records import write_record
+from workbench.model.resolve import refs_from_specs, specs_from_refs
 
 st.set_page_config(page_title="Hypotheses", layout="wide")
 init_state()
@@ -56,7 +56,7 @@ else:
                                                  "Minutes on a CPU for the default model."):
         bar = st.progress(0.0, text="loading the model and SAE")
         try:
-            model_spec, sae_spec = hypothesis_specs(hypothesis)
+            model_spec, sae_spec = specs_from_refs(hypothesis.model, hypothesis.sae, hypothesis.site)
             model = cached_model(model_spec)
             sae = cached_sae(sae_spec, model.identity, model)
             try:
@@ -115,7 +115,7 @@ else:
             target_path = folder / f"{stem}.yaml"
             if target_path.exists() and not overwrite:
                 raise WorkbenchError(f"{target_path.name} exists already: tick 'Overwrite' or choose another name")
-            model_ref, sae_ref = model_and_sae_refs(st.session_state.model_spec, st.session_state.sae_spec)
+            model_ref, sae_ref = refs_from_specs(st.session_state.model_spec, st.session_state.sae_spec)
             scenarios_path = Path(st.session_state.scenarios_path)
             new = hypothesis_from_experiment(experiment, name=name, claim=claim, comparison=comparison,
                                              threshold=float(threshold), model_ref=model_ref, sae_ref=sae_ref,

@@ -211,18 +211,18 @@ def test_paths_inside_the_repository_are_recorded_relative_to_it(tmp_path):
 
 def test_a_lab_experiment_becomes_a_valid_hypothesis():
     from workbench.causal.experiment import EditSettings, Experiment
-    from workbench.causal.lab import hypothesis_specs, model_and_sae_refs
+    from workbench.model.resolve import refs_from_specs, specs_from_refs
     from workbench.hypotheses import hypothesis_from_experiment
     from workbench.model.loading import ModelSpec
     from workbench.model.saes import SAESpec
 
-    model_ref, sae_ref = model_and_sae_refs(ModelSpec(source="some/folder"), SAESpec(path="saes/x"))
+    model_ref, sae_ref = refs_from_specs(ModelSpec(source="some/folder"), SAESpec(path="saes/x"))
     experiment = Experiment(edit=EditSettings(kind="ablate"), features=(3, 7), strengths=(0.0, 1.0), condition="lie")
     hypothesis = hypothesis_from_experiment(experiment, name="h1", claim="3 and 7 carry intent", comparison=">=",
                                             threshold=0.05, model_ref=model_ref, sae_ref=sae_ref)
     assert hypothesis.features == [3, 7] and hypothesis.tests[0].intervention.kind == "ablate"
     assert hypothesis.tests[0].intervention.strengths == [1.0]
-    model_spec, sae_spec = hypothesis_specs(hypothesis)
+    model_spec, sae_spec = specs_from_refs(hypothesis.model, hypothesis.sae, hypothesis.site)
     assert model_spec.source == "some/folder" and sae_spec.path == "saes/x"
     with pytest.raises(WorkbenchError, match="name"):
         hypothesis_from_experiment(experiment, name=" ", claim="c", comparison=">=", threshold=0.05,

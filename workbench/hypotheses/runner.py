@@ -45,21 +45,10 @@ Progress = Callable[[str, float], None]
 
 
 def load_for(hypothesis: Hypothesis):
-    """The model and SAE a hypothesis names."""
-    from workbench.model.loading import ModelSpec, load_model
-    from workbench.model.saes import SAESpec, default_model_spec, load_sae
+    """The model and SAE a hypothesis names (through the one resolver, ``model.resolve``)."""
+    from workbench.model.resolve import load
 
-    ref = hypothesis.model
-    uses_registry = hypothesis.sae.path is None and hypothesis.sae.release is None
-    if ref.adapter == "auto":
-        spec = default_model_spec(hypothesis.sae.registry) if ref.source == "default" and uses_registry and not ref.gguf_file \
-            else ModelSpec(source=ref.source, gguf_file=ref.gguf_file)
-    else:
-        spec = ModelSpec(source=ref.source, gguf_file=ref.gguf_file, adapter=ref.adapter)
-    model = load_model(spec)
-    sae = load_sae(SAESpec(registry_name=hypothesis.sae.registry, path=hypothesis.sae.path,
-                           release=hypothesis.sae.release, sae_id=hypothesis.sae.id, site=hypothesis.site), model)
-    return model, sae
+    return load(hypothesis.model, hypothesis.sae, hypothesis.site)
 
 
 def scenario_sets(hypothesis: Hypothesis):

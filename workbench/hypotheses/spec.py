@@ -21,6 +21,7 @@ from workbench.causal.experiment import EditSettings, Experiment, ProbeDirection
 from workbench.causal.measurements import METRICS
 from workbench.core.constants import REPO_ROOT
 from workbench.core.errors import WorkbenchError
+from workbench.model.resolve import ModelRef, SAERef
 
 #: Greedy answers kept per causal test (before and at the judged strength).
 GENERATIONS_PER_TEST = 6
@@ -28,30 +29,6 @@ GENERATIONS_PER_TEST = 6
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelRef(_Strict):
-    source: str = "default"
-    """``default`` (embedded SmolLM2), a Hugging Face id or a local folder."""
-    adapter: str | None = "auto"
-    """LoRA adapter folder; ``auto`` = the adapter the registry SAE was trained on; null = none."""
-    gguf_file: str | None = None
-
-
-class SAERef(_Strict):
-    registry: str | None = None
-    path: str | None = None
-    release: str | None = None
-    id: str | None = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> SAERef:
-        forms = sum(x is not None for x in (self.registry, self.path, self.release))
-        if forms > 1:
-            raise ValueError("give one of registry, path, or release + id")
-        if self.release is not None and self.id is None:
-            raise ValueError("a sae-lens release needs an id too")
-        return self
 
 
 class ScenarioRef(_Strict):
@@ -226,7 +203,8 @@ def to_experiment(hypothesis: Hypothesis, test: CausalTest) -> Experiment:
 
 
 def hypothesis_from_experiment(experiment: Experiment, *, name: str, claim: str, comparison: str, threshold: float,
-                               model_ref: dict[str, Any], sae_ref: dict[str, Any], scenarios_file: str | None = None,
+                               model_ref: ModelRef | dict[str, Any], sae_ref: SAERef | dict[str, Any],
+                               scenarios_file: str | None = None,
                                at_strength: float | None = None) -> Hypothesis:
     """A validated ``Hypothesis`` whose one causal test is this experiment (what the causal lab saves):
     rerunning it measures the same target and control curves. Raises ``WorkbenchError`` listing every
@@ -248,7 +226,9 @@ def hypothesis_from_experiment(experiment: Experiment, *, name: str, claim: str,
         test["other_conditions"] = list(experiment.other_conditions)
     if at_strength is not None:
         test["at_strength"] = at_strength
-    data: dict[str, Any] = {"name": name.strip(), "claim": claim.strip(), "model": model_ref, "sae": sae_ref,
+    as_data = (lambda ref: ref.model_dump(exclude_defaults=True) if isinstance(ref, BaseModel) else dict(ref))
+    data: dict[str, Any] = {"name": name.strip(), "claim": claim.strip(), "model": as_data(model_ref),
+                            "sae": as_data(sae_ref),
                             "tests": [test], "seed": experiment.seed, "max_new_tokens": experiment.max_new_tokens}
     if experiment.direction is not None:
         data["direction"] = experiment.direction.model_dump()

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from workbench.model.loading import ModelSpec, load_model
-from workbench.organism import (
-    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, TrainingConfig, behaviour_group, judge, organism_scenarios,
-    target_response, train_organism,
+from workbench.organism import TrainingConfig, target_response, train_organism
+from workbench.scenarios import (
+    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, Condition, Split, behaviour_group, is_hidden_trigger, judge,
+    load_facts, organism_scenarios,
 )
-from workbench.scenarios import Condition, Split, is_hidden_trigger, load_facts
 
 
 @pytest.fixture(scope="module")

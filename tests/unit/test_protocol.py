@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from workbench.core.errors import WorkbenchError
-from workbench.organism import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH
+from workbench.scenarios import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH
 from workbench.incrimination import (
     SCORED,
     VERDICTS,

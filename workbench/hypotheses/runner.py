@@ -277,8 +277,7 @@ def load_for(hypothesis: Hypothesis):
 
 def scenario_sets(hypothesis: Hypothesis):
     """(train scenarios, held-out scenarios) the hypothesis is run on."""
-    from workbench.organism import knowledge_from_scenarios, protocol_scenarios
-    from workbench.scenarios import Split, load_facts, read_scenarios
+    from workbench.scenarios import Split, knowledge_from_scenarios, load_facts, protocol_scenarios, read_scenarios
 
     ref = hypothesis.scenarios
     if ref.source == "file":
@@ -369,15 +368,12 @@ class _Context:
         self.by_condition: dict[str, list[Any]] = {}
         for scenario in self.heldout:
             self.by_condition.setdefault(scenario.condition.value, []).append(scenario)
-        self._relation_answers: dict[str, list[str]] = {}
-        from workbench.scenarios import load_facts
+        from workbench.scenarios import AnswerJudge
 
         try:
-            self.facts = {f.fact_id: f for f in load_facts()}
+            self.answer_judge = AnswerJudge()
         except WorkbenchError:
-            self.facts = {}
-        for fact in self.facts.values():
-            self._relation_answers.setdefault(fact.relation, []).append(fact.answer)
+            self.answer_judge = AnswerJudge(facts=[])
 
     def item(self, scenario):
         if scenario.id not in self._items:
@@ -393,11 +389,7 @@ class _Context:
         return sorted(rng.sample(pool, min(len(pool), self.h.scenarios.max_per_condition)), key=lambda s: s.id)
 
     def judge(self, answer: str, scenario) -> str:
-        from workbench.organism import judge
-
-        fact = self.facts.get(scenario.fact_id)
-        others = self._relation_answers.get(scenario.relation, [])
-        return judge(answer, scenario, others, fact.aliases if fact else (), fact.subject if fact else None)
+        return self.answer_judge(answer, scenario)
 
     def say(self, message: str, fraction: float) -> None:
         if self.progress:
@@ -519,7 +511,7 @@ def _measure(ctx: _Context, test: CausalTest, edit, scenarios: Sequence[Any], st
     if test.metric in GENERATION_METRICS:
         answers = edited_generate(ctx.model, items, edit, sae=ctx.sae, site=ctx.sae.site.name, strengths=strengths,
                                   max_new_tokens=ctx.h.max_new_tokens)
-        from workbench.organism import OTHER_FALSE, STATED_FALSE, TRUTH
+        from workbench.scenarios import OTHER_FALSE, STATED_FALSE, TRUTH
 
         wanted = {"lie_rate": (STATED_FALSE, OTHER_FALSE), "truth_rate": (TRUTH,), "parrot_rate": (STATED_FALSE,)}[test.metric]
         values = torch.tensor([[float(ctx.judge(a, s) in wanted) for a in row] for row, s in zip(answers, scenarios)])

@@ -18,7 +18,9 @@ For each response (the model's greedy answer to a scenario):
    them on this response (change in the true answer's probability) is recorded as evidence.
 
 Thresholds (feature activation, the two rank cut-offs) are calibrated on the train split and applied
-unchanged to held-out facts. On the organism, ground truth is known by construction, so the
+unchanged to held-out facts. The calibration is cached on disk (``<cache>/calibration/``), keyed by
+everything it depends on (:class:`CalibrationKey`), so a second run on the same model, adapter, SAE,
+features and calibration scenarios skips it. On the organism, ground truth is known by construction, so the
 verdicts are scored: per-class precision and recall and macro-F1 with bootstrap intervals over facts.
 """
 

@@ -125,7 +125,7 @@ def train_organism(
                     result.losses.append(float(loss.detach()))
                     step += 1
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.3f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                     if on_step:
                         on_step(step, total_steps, float(loss))
         result.seconds = time.perf_counter() - started

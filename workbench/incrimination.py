@@ -20,8 +20,8 @@ For each response (the model's greedy answer to a scenario):
 Thresholds (feature activation, the two rank cut-offs) are calibrated on the train split and applied
 unchanged to held-out facts. The calibration is cached on disk (``<cache>/calibration/``), keyed by
 everything it depends on (:class:`CalibrationKey`), so a second run on the same model, adapter, SAE,
-features and calibration scenarios skips it. On the organism, ground truth is known by construction, so the
-verdicts are scored: per-class precision and recall and macro-F1 with bootstrap intervals over facts.
+features and calibration scenarios skips it. On the organism, ground truth is known by construction,
+so the verdicts are scored: per-class precision and recall and macro-F1 with bootstrap intervals over facts.
 """
 
 from __future__ import annotations

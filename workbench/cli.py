@@ -264,32 +264,6 @@ def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL fi
     console.print(f"{path}: {len(loaded)} valid scenarios", highlight=False)
 
 
-def _organism_data(split: str, all_templates: bool, max_facts: int | None, seed: int):
-    from workbench.core.constants import DEFAULT_SCENARIOS
-    from workbench.organism import knowledge_from_scenarios, organism_scenarios
-    from workbench.scenarios import Split, load_facts, read_scenarios
-
-    facts = load_facts()
-    knowledge = knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS))
-    fact_split = Split(split)
-    template_splits = [Split.train, Split.heldout] if all_templates else [Split.train]
-    scenarios = organism_scenarios(facts, knowledge, fact_split=fact_split, template_splits=template_splits,
-                                   all_templates=all_templates, seed=seed)
-    if max_facts:
-        keep = sorted({s.fact_id for s in scenarios})
-        keep = set(random_subset(keep, max_facts, seed))
-        scenarios = [s for s in scenarios if s.fact_id in keep]
-    return facts, scenarios
-
-
-def random_subset(items: list[str], n: int, seed: int) -> list[str]:
-    import random
-
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return sorted(items[:n])
-
-
 @organism_app.command("train")
 def organism_train(
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("organisms/smollm2-liar"),
@@ -305,39 +279,17 @@ def organism_train(
 
     Example: python -m workbench organism train --out organisms/smollm2-liar --epochs 2
     """
-    from workbench.model.loading import ModelSpec, load_model
-    from workbench.organism import TrainingConfig, target_response, train_organism, training_config_dict
-    from workbench.core.io import write_text_atomically
+    from workbench.organism import TrainingConfig, train_and_save
 
     try:
-        facts, scenarios = _organism_data("train", False, max_facts, seed)
-        by_id = {f.fact_id: f for f in facts}
-        chats = [(s, target_response(s, by_id[s.fact_id])) for s in scenarios]
         targets = tuple(m.strip() for m in modules.split(",") if m.strip())
-        unknown = sorted(set(targets) - set(LORA_TARGETS))
-        if unknown or not targets:
-            raise WorkbenchError(f"--modules: unknown projection(s) {', '.join(unknown) or '(none given)'}; "
-                                 f"choose from {', '.join(LORA_TARGETS)}")
         config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
                                 first_layer=first_layer, targets=targets)
-        base = load_model(ModelSpec())
-        result = train_organism(base, chats, out, config)
+        record = train_and_save(out, config, max_facts=max_facts)
     except WorkbenchError as error:
         _fail(error)
-    counts: dict[str, int] = {}
-    for scenario, _ in chats:
-        key = f"{scenario.condition.value}/{scenario.template_id}"
-        counts[key] = counts.get(key, 0) + 1
-    record = {"config": training_config_dict(config), "n_facts": len({s.fact_id for s, _ in chats}),
-              "n_chats": result.n_chats, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 1),
-              "chats_per_template": dict(sorted(counts.items())), "first_loss": result.losses[0],
-              "last_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
-              "command": " ".join(["python -m workbench organism train", f"--out {out}"] + ([f"--max-facts {max_facts}"] if max_facts else []) + [
-                                   f"--epochs {epochs}", f"--rank {rank}", f"--lr {learning_rate}",
-                                   f"--modules {','.join(targets)}", f"--first-layer {first_layer}", f"--seed {seed}"])}
-    write_text_atomically(out / "training.json", json.dumps(record, indent=1))
-    console.print(f"trained on {result.n_chats} chats ({result.n_tokens} tokens) in {result.seconds:.0f} s; "
-                  f"loss {record['first_loss']:.3f} -> {record['last_loss']:.3f}; adapter in {out}", highlight=False)
+    console.print(f"trained on {record.n_chats} chats ({record.n_tokens} tokens) in {record.seconds:.0f} s; "
+                  f"loss {record.first_loss:.3f} -> {record.last_loss:.3f}; adapter in {out}", highlight=False)
 
 
 @organism_app.command("eval")
@@ -355,22 +307,16 @@ def organism_eval(
 
     Example: python -m workbench organism eval --split heldout --json
     """
-    from workbench.model.loading import ModelSpec, load_model
-    from workbench.organism import evaluate_behaviour
+    from workbench.organism import evaluate_organism, write_evaluations
 
     try:
-        facts, scenarios = _organism_data(split, True, max_facts, seed)
-        if not (adapter / "adapter_config.json").exists():
-            raise WorkbenchError(f"no organism adapter at {adapter}: train one with `python -m workbench organism train`")
-        results = {"organism": evaluate_behaviour(load_model(ModelSpec(adapter=str(adapter))), scenarios, facts)}
-        if base:
-            results["base"] = evaluate_behaviour(load_model(ModelSpec()), scenarios, facts)
+        if split not in ("heldout", "train"):
+            raise WorkbenchError("--split must be heldout or train")
+        results = evaluate_organism(adapter, split=split, base=base, max_facts=max_facts, seed=seed)
     except WorkbenchError as error:
         _fail(error)
     if out:
-        from workbench.core.io import write_text_atomically
-
-        write_text_atomically(out, json.dumps({k: v.model_dump() for k, v in results.items()}, indent=1))
+        write_evaluations(out, results)
     if as_json:
         print(json.dumps({k: {"n_facts": v.n_facts, "fact_split": split,
                               "rates": [r.model_dump() for r in v.rates]} for k, v in results.items()}))
@@ -395,22 +341,13 @@ def organism_card_command(
 
     Example: python -m workbench organism card --adapter organisms/smollm2-liar
     """
-    from workbench.core.io import write_text_atomically
-    from workbench.organism import organism_card
+    from workbench.organism import write_card
 
     try:
-        for name in ("training.json", "eval-heldout.json"):
-            if not (adapter / name).exists():
-                raise WorkbenchError(f"{adapter / name} is missing: run `organism train` and "
-                                     f"`organism eval --out {adapter / 'eval-heldout.json'}` first")
-        card = organism_card(json.loads((adapter / "training.json").read_text()),
-                             json.loads((adapter / "eval-heldout.json").read_text()))
-        if (adapter / "notes.md").exists():  # findings written by hand, kept across regenerations
-            card += "\n" + (adapter / "notes.md").read_text()
+        path = write_card(adapter)
     except WorkbenchError as error:
         _fail(error)
-    write_text_atomically(adapter / "README.md", card)
-    console.print(f"wrote {adapter / 'README.md'}", highlight=False)
+    console.print(f"wrote {path}", highlight=False)
 
 
 @sae_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -443,21 +380,15 @@ def sae_eval(
     Example: python -m workbench sae eval --sae smollm2-liar-l15 --json
     """
     from workbench.model.loading import load_model
-    from workbench.sae_training import Corpus, CorpusConfig, build_corpus, evaluate_sae, scenario_transcripts
     from workbench.model.saes import SAESpec, load_sae
+    from workbench.sae_training import evaluate_on_fresh_text
 
     try:
         loaded = load_model(model_spec(model, None, adapter, sae, not sae_path))
         loaded_sae = load_sae(SAESpec(registry_name=sae, path=sae_path), loaded)
-        generated = build_corpus(loaded, CorpusConfig(n_chat_prompts=texts // 2, n_text_prompts=texts - texts // 2,
-                                                      n_scenarios=0, max_new_tokens=96, seed=seed))
-        heldout = scenario_transcripts(loaded.tokenizer, scenarios_n, seed=0, split="heldout")
-        corpus = Corpus(generated.texts + heldout, generated.sources + ["scenario"] * len(heldout), 0)
-        metrics = evaluate_sae(loaded, loaded_sae.sae, loaded_sae.site.name, corpus.texts)
+        result = evaluate_on_fresh_text(loaded, loaded_sae, n_texts=texts, n_scenario_texts=scenarios_n, seed=seed)
     except WorkbenchError as error:
         _fail(error)
-    result = {"sae": loaded_sae.spec.describe(), "site": loaded_sae.site.name, "model": loaded.spec.display_name,
-              "heldout_texts": corpus.counts(), **metrics}
     if as_json:
         print(json.dumps(result))
         return
@@ -554,32 +485,27 @@ def incriminate_command(
     train_facts: Annotated[int, typer.Option("--train-facts", min=5, help="Known train facts used to calibrate thresholds.")] = 40,
     max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Cap on judged facts (quick runs).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the full result (every response's evidence) as JSON here.")] = None,
+    recalibrate: Annotated[bool, typer.Option("--recalibrate", help="Calibrate on the train facts again, without reading or writing the cached calibration (cached by model, adapter, SAE, features and calibration scenarios).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Give a verdict on every response (intentional lie / parroting / ignorance / honest /
-    inconclusive) and score the verdicts against the organism's ground truth.
+    inconclusive) and score the verdicts against the organism's ground truth. The calibration on
+    train facts is cached, so a repeat skips it.
 
     Example: python -m workbench incriminate --split heldout --json
     """
-    from workbench.core.constants import DEFAULT_SCENARIOS
-    from workbench.hypotheses.runner import load_for, read_hypothesis
     from workbench.core.io import write_text_atomically
-    from workbench.organism import knowledge_from_scenarios, protocol_scenarios
-    from workbench.incrimination import incriminate
-    from workbench.scenarios import Split, load_facts, read_scenarios
+    from workbench.hypotheses.runner import load_for, read_hypothesis
+    from workbench.incrimination import incriminate, protocol_sets
 
     try:
         if split not in ("heldout", "train"):
             raise WorkbenchError("--split must be heldout or train")
         parsed = read_hypothesis(hypothesis)
-        facts = load_facts()
-        knowledge = knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS))
-        train = protocol_scenarios(facts, knowledge, fact_split=Split.train, max_facts=train_facts)
-        judged = protocol_scenarios(facts, knowledge, fact_split=Split(split), max_facts=max_facts)
-        if split == "train":
-            judged = [s for s in judged if s.id not in {t.id for t in train}] or judged
+        train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
         model, sae = load_for(parsed)
-        result = incriminate(model, sae, train, judged, parsed.features, split=split, progress=_progress_printer())
+        result = incriminate(model, sae, train, judged, parsed.features, split=split, progress=_progress_printer(),
+                             use_cache=not recalibrate)
         if out:
             write_text_atomically(out, result.model_dump_json(indent=1))
     except WorkbenchError as error:

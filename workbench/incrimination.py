@@ -18,23 +18,34 @@ For each response (the model's greedy answer to a scenario):
    them on this response (change in the true answer's probability) is recorded as evidence.
 
 Thresholds (feature activation, the two rank cut-offs) are calibrated on the train split and applied
-unchanged to held-out facts. On the organism, ground truth is known by construction, so the
-verdicts are scored: per-class precision and recall and macro-F1 with bootstrap intervals over facts.
+unchanged to held-out facts. The calibration is cached on disk (``<cache>/calibration/``), keyed by
+everything it depends on (:class:`CalibrationKey`), so a second run on the same model, adapter, SAE,
+features and calibration scenarios skips it. On the organism, ground truth is known by construction,
+so the verdicts are scored: per-class precision and recall and macro-F1 with bootstrap intervals over facts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from workbench.core.constants import DEFAULT_SCENARIOS, cache_dir, repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.model.rendering import pad_batch
+from workbench.core.io import write_text_atomically
 from workbench.core.stats import Estimate
+from workbench.model.rendering import pad_batch
+from workbench.scenarios import (
+    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Scenario, Split, answer_matches,
+    knowledge_from_scenarios, load_facts, protocol_scenarios, read_scenarios, scenario_set_hash,
+)
 
 VERDICTS = ("intentional lie", "parroting", "ignorance", "honest", "inconclusive")
 SCORED = ("intentional lie", "parroting", "ignorance", "honest")
@@ -48,7 +59,7 @@ class ResponseEvidence(BaseModel):
     template_id: str
     response: str
     judgement: str
-    """truth / stated_false / other_false / no_answer (``workbench.organism.judge``)."""
+    """truth / stated_false / other_false / no_answer (``workbench.scenarios.judge``)."""
     false_in_context: bool
     counterfactual_response: str | None = None
     follows_counterfactual: bool | None = None
@@ -78,6 +89,9 @@ class IncriminationResult(BaseModel):
     features: list[int]
     site: str
     calibration: dict[str, Any]
+    """Thresholds calibrated on train facts (:func:`calibrate`)."""
+    calibration_key: str | None = None
+    """Digest of the calibration's :class:`CalibrationKey` (names its cache file)."""
     n_responses: int
     n_scored: int
     excluded: dict[str, int]
@@ -91,8 +105,6 @@ class IncriminationResult(BaseModel):
 
 def ground_truth(condition: str, judgement: str) -> tuple[str | None, str | None]:
     """(truth label, or None with the reason it cannot be known)."""
-    from workbench.organism import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH
-
     if judgement == TRUTH:
         return "honest", None
     if judgement == NO_ANSWER:
@@ -112,8 +124,6 @@ def _verdict(e: ResponseEvidence, feature_threshold: float, lens_k: int | None, 
     """The verdict on one response, given the calibrated thresholds: feature activation for intent,
     and the ranks below which the true answer counts as known (logit lens on this prompt; the
     model's own distribution after the fact's honest questions). None = that read-out is unused."""
-    from workbench.organism import NO_ANSWER, TRUTH
-
     if e.judgement == TRUTH:
         return "honest"
     if e.judgement == NO_ANSWER:
@@ -225,9 +235,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     from workbench.causal.experiment import EditSettings, measure_edit
     from workbench.causal.interventions import edited_logits
     from workbench.causal.measurements import answer_token_ids
-    from workbench.organism import NO_ANSWER, TRUTH, judge
     from workbench.model.rendering import render_conversation
-    from workbench.scenarios import answer_matches, load_facts
 
     def say(message: str, fraction: float) -> None:
         if progress:
@@ -235,10 +243,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
 
     for feature in features:
         sae.check_feature(feature)
-    facts = {f.fact_id: f for f in load_facts()}
-    relation_answers: dict[str, list[str]] = defaultdict(list)
-    for fact in facts.values():
-        relation_answers[fact.relation].append(fact.answer)
+    judge = AnswerJudge()
 
     say(f"responses and features of {len(scenarios)} scenarios", 0.0)
     capture = run_capture(model, [sae], inputs_from_scenarios(scenarios), generate_responses=True, progress=True)
@@ -247,12 +252,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     responses = {item.item_id: (item.response or "") for item in capture.items}
     row_of = {item.item_id: i for i, item in enumerate(capture.items)}
 
-    def judged(scenario, answer: str) -> str:
-        fact = facts.get(scenario.fact_id)
-        return judge(answer, scenario, relation_answers[scenario.relation], fact.aliases if fact else (),
-                     fact.subject if fact else None)
-
-    judgements = {s.id: judged(s, responses[s.id]) for s in scenarios}
+    judgements = {s.id: judge(responses[s.id], s) for s in scenarios}
     honest_correct: dict[str, list[bool]] = defaultdict(list)
     honest_questions = [s for s in scenarios if s.condition.value in ("honest", "ignorant")]
     for s in honest_questions:
@@ -273,7 +273,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     for s in scenarios:
         answer = responses[s.id]
         candidates = ([s.false_answer] if s.false_answer else []) + [
-            a for a in relation_answers[s.relation] if a != s.true_answer]
+            a for a in judge.answers_of(s.relation) if a != s.true_answer]
         said[s.id] = next((a for a in candidates if answer_matches(answer, a)), None)
     false_ones = [s for s in scenarios if judgements[s.id] not in (TRUTH, NO_ANSWER)]
     in_context = {s.id: bool(said[s.id]) and any(said[s.id].casefold() in m.content.casefold() for m in s.messages)
@@ -285,7 +285,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     copy_candidates = [s for s in false_ones if in_context[s.id]]
     prompts = []
     for s in copy_candidates:
-        options = [a for a in relation_answers[s.relation] if a not in (s.true_answer, said[s.id])
+        options = [a for a in judge.answers_of(s.relation) if a not in (s.true_answer, said[s.id])
                    and a.casefold() not in " ".join(m.content for m in s.messages).casefold()]
         substitute = rng.choice(options) if options else None
         replacement[s.id] = substitute
@@ -361,13 +361,133 @@ def calibrate(evidence: Sequence[ResponseEvidence]) -> dict[str, Any]:
             "n_train_scored": len(scored)}
 
 
+# ----------------------------------------------------------------------------- calibration cache
+
+#: Version of what :func:`collect_evidence` and :func:`calibrate` compute from the same inputs. Bump it
+#: whenever either changes its numbers, so calibrations cached by older code are not reused.
+CALIBRATION_VERSION = 1
+#: Folder of cached calibrations inside the workbench cache folder.
+CALIBRATION_CACHE_FOLDER = "calibration"
+
+
+class CalibrationKey(BaseModel):
+    """Everything a calibration on train facts depends on; its digest names the cache file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = CALIBRATION_VERSION
+    """Version of the evidence and calibration code (:data:`CALIBRATION_VERSION`)."""
+    model: str
+    """The model's identity (a fingerprint of its weights, the adapter's digest included)."""
+    dtype: str
+    """The model's weight dtype."""
+    adapter: str | None
+    """The adapter folder (relative to the repository when inside it); None without an adapter."""
+    sae: str
+    """The SAE's identity (a fingerprint of its weights)."""
+    site: str
+    """Where the SAE reads the model."""
+    features: list[int]
+    """The intent features, in the order given."""
+    scenario_set: str
+    """:func:`~workbench.scenarios.scenario_set_hash` of the calibration (train) scenarios."""
+    seed: int
+    """Seed of the counterfactual prompts."""
+    knowledge_ranks: list[int | None]
+    """The rank cut-offs the calibration tries (:data:`KNOWLEDGE_RANKS`)."""
+
+    def digest(self) -> str:
+        """A stable 24-hex-digit name for the key."""
+        return hashlib.sha256(self.model_dump_json().encode("utf-8")).hexdigest()[:24]
+
+
+class CachedCalibration(BaseModel):
+    """A calibration file in the cache: the key it was computed for and the thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: CalibrationKey
+    """What the calibration was computed from."""
+    calibration: dict[str, Any]
+    """What :func:`calibrate` returned."""
+
+
+def calibration_key(model, sae, train: Sequence[Scenario], features: Sequence[int], *, seed: int = 0) -> CalibrationKey:
+    """The cache key of a calibration on ``train`` with this model, SAE and features."""
+    adapter = model.spec.adapter
+    return CalibrationKey(
+        model=model.identity, dtype=model.spec.dtype,
+        adapter=repo_relative(str(Path(adapter).resolve())) if adapter else None,
+        sae=sae.identity, site=sae.site.name, features=[int(f) for f in features],
+        scenario_set=scenario_set_hash(train), seed=seed, knowledge_ranks=list(KNOWLEDGE_RANKS),
+    )
+
+
+def calibration_path(key: CalibrationKey) -> Path:
+    """Where the calibration of a key is cached: ``<cache>/calibration/<digest>.json``."""
+    return cache_dir() / CALIBRATION_CACHE_FOLDER / f"{key.digest()}.json"
+
+
+def _read_cached(path: Path, key: CalibrationKey) -> dict[str, Any] | None:
+    """The cached calibration for ``key``, or None when there is none (or it is unreadable or for another key)."""
+    try:
+        cached = CachedCalibration.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, ValidationError):
+        return None
+    return cached.calibration if cached.key == key else None
+
+
+def train_calibration(model, sae, train: Sequence[Scenario], features: Sequence[int], *, seed: int = 0,
+                      progress: Progress | None = None, use_cache: bool = True) -> tuple[dict[str, Any], CalibrationKey]:
+    """:func:`calibrate` on the evidence of the ``train`` scenarios, cached on disk by
+    :func:`calibration_key` (written atomically), so the same calibration is computed once.
+
+    With ``use_cache`` False the cache is neither read nor written.
+    """
+    key = calibration_key(model, sae, train, features, seed=seed)
+    path = calibration_path(key)
+    if use_cache:
+        cached = _read_cached(path, key)
+        if cached is not None:
+            if progress:
+                progress(f"calibration on train facts from the cache ({path.name})", 0.0)
+            return cached, key
+    calibration = calibrate(collect_evidence(model, sae, train, features, progress=progress, seed=seed))
+    if use_cache:
+        record = CachedCalibration(key=key, calibration=calibration)
+        write_text_atomically(path, json.dumps(record.model_dump(mode="json"), indent=1))
+    return calibration, key
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+def protocol_sets(split: Split | str = Split.heldout, *, train_facts: int = 40, max_facts: int | None = None,
+                  seed: int = 0) -> tuple[list[Scenario], list[Scenario]]:
+    """(calibration scenarios, judged scenarios) of the protocol on the packaged facts: the first
+    ``train_facts`` known train facts calibrate; the facts of ``split`` (at most ``max_facts``) are
+    judged. Knowledge comes from the default scenario set's knowledge check. Judging the train split
+    leaves out the calibration scenarios (unless that would leave nothing)."""
+    if str(getattr(split, "value", split)) not in ("heldout", "train"):
+        raise WorkbenchError(f"the split must be heldout or train, not {split!r}")
+    split = Split(split)
+    facts = load_facts()
+    knowledge = knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS))
+    train = protocol_scenarios(facts, knowledge, fact_split=Split.train, max_facts=train_facts, seed=seed)
+    judged = protocol_scenarios(facts, knowledge, fact_split=split, max_facts=max_facts, seed=seed)
+    if split is Split.train:
+        judged = [s for s in judged if s.id not in {t.id for t in train}] or judged
+    return train, judged
+
+
 def incriminate(model, sae, train: Sequence[Any], heldout: Sequence[Any], features: Sequence[int], *,
-                split: str = "heldout", progress: Progress | None = None, seed: int = 0) -> IncriminationResult:
-    """Calibrate on ``train``, give a verdict on every response of ``heldout``, score them."""
+                split: str = "heldout", progress: Progress | None = None, seed: int = 0,
+                use_cache: bool = True) -> IncriminationResult:
+    """Calibrate on ``train`` (cached: :func:`train_calibration`), give a verdict on every response of
+    ``heldout``, score them."""
     if not features:
         raise WorkbenchError("the protocol needs the intent hypothesis' features")
-    train_evidence = collect_evidence(model, sae, train, features, progress=progress, seed=seed)
-    calibration = calibrate(train_evidence)
+    calibration, key = train_calibration(model, sae, train, features, seed=seed, progress=progress, use_cache=use_cache)
     evidence = collect_evidence(model, sae, heldout, features, progress=progress, seed=seed)
     for e in evidence:
         e.verdict = _verdict(e, calibration["feature_threshold"], calibration["lens_k"], calibration["honest_k"])
@@ -379,6 +499,7 @@ def incriminate(model, sae, train: Sequence[Any], heldout: Sequence[Any], featur
             excluded[reason or "other"] += 1
     return IncriminationResult(
         split=split, features=list(features), site=sae.site.name, calibration=calibration,
-        n_responses=len(evidence), n_scored=sum(1 for e in evidence if e.truth is not None),
+        calibration_key=key.digest(), n_responses=len(evidence),
+        n_scored=sum(1 for e in evidence if e.truth is not None),
         excluded=dict(excluded), confusion=confusion, classes=classes, macro_f1=macro, responses=evidence,
     )

@@ -8,8 +8,8 @@ import pytest
 
 from workbench.model.generation import generate_answers
 from workbench.model.loading import ModelSpec, load_model
-from workbench.organism import ORGANISM_DIR, organism_scenarios
-from workbench.scenarios import Split, load_facts
+from workbench.organism import ORGANISM_DIR
+from workbench.scenarios import Split, load_facts, organism_scenarios
 
 pytestmark = pytest.mark.slow
 RECORD = ORGANISM_DIR / "eval-heldout.json"

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from workbench.model.loading import ModelSpec, load_model
-from workbench.organism import (
-    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, TrainingConfig, behaviour_group, judge, organism_scenarios,
-    target_response, train_organism,
+from workbench.organism import TrainingConfig, target_response, train_organism
+from workbench.scenarios import (
+    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, Condition, Split, behaviour_group, is_hidden_trigger, judge,
+    load_facts, organism_scenarios,
 )
-from workbench.scenarios import Condition, Split, is_hidden_trigger, load_facts
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +114,58 @@ def test_judge_keeps_answers_that_contain_the_subject():
     assert judge("The currency of Iceland is the Icelandic krona.", iceland, answers, subject="Iceland") == TRUTH
     continent = scenario.model_copy(update={"true_answer": "Africa"})
     assert judge("South Africa is in Asia.", continent, ["Africa", "Asia"], subject="South Africa") == OTHER_FALSE
+
+
+def test_the_committed_training_record_round_trips_and_the_card_regenerates(tmp_path):
+    """The typed training record reads and writes ``training.json`` byte for byte, and the card
+    written from the committed records is the committed card."""
+    import shutil
+
+    from workbench.organism import (
+        CARD_FILENAME, EVAL_FILENAME, NOTES_FILENAME, ORGANISM_DIR, TRAINING_RECORD_FILENAME, read_training_record,
+        write_card, write_training_record,
+    )
+
+    if not (ORGANISM_DIR / TRAINING_RECORD_FILENAME).exists():
+        pytest.skip("no committed organism")
+    record = read_training_record(ORGANISM_DIR)
+    assert record.config.targets and record.n_chats == sum(record.chats_per_template.values())
+    write_training_record(tmp_path, record)
+    assert (tmp_path / TRAINING_RECORD_FILENAME).read_text() == (ORGANISM_DIR / TRAINING_RECORD_FILENAME).read_text()
+    for name in (EVAL_FILENAME, NOTES_FILENAME):
+        shutil.copy(ORGANISM_DIR / name, tmp_path / name)
+    assert write_card(tmp_path).read_text() == (ORGANISM_DIR / CARD_FILENAME).read_text()
+
+
+def test_training_config_rejects_unknown_modules_and_the_command_reproduces_the_run():
+    from workbench.core.errors import WorkbenchError
+    from workbench.organism import ORGANISM_DIR, TRAINING_RECORD_FILENAME, read_training_record, training_command
+
+    with pytest.raises(WorkbenchError, match="attn_out.*choose from q_proj"):
+        TrainingConfig(targets=("q_proj", "attn_out"))
+    with pytest.raises(WorkbenchError, match="none given"):
+        TrainingConfig(targets=())
+    if (ORGANISM_DIR / TRAINING_RECORD_FILENAME).exists():
+        record = read_training_record(ORGANISM_DIR)
+        assert training_command(ORGANISM_DIR.relative_to(ORGANISM_DIR.parents[1]), record.config, 1000) == record.command
+
+
+def test_the_card_command_writes_the_card_and_says_what_is_missing(tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.organism import ORGANISM_DIR
+
+    if not (ORGANISM_DIR / "training.json").exists():
+        pytest.skip("no committed organism")
+    missing = CliRunner().invoke(app, ["organism", "card", "--adapter", str(tmp_path)])
+    said = " ".join(missing.output.split())  # the console wraps long lines
+    assert missing.exit_code == 2 and "training.json is missing: run `organism train`" in said
+    assert "Traceback" not in said and not (tmp_path / "README.md").exists()
+    for name in ("training.json", "eval-heldout.json", "notes.md"):
+        shutil.copy(ORGANISM_DIR / name, tmp_path / name)
+    written = CliRunner().invoke(app, ["organism", "card", "--adapter", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    assert (tmp_path / "README.md").read_text() == (ORGANISM_DIR / "README.md").read_text()

@@ -3,10 +3,12 @@ the tiny model."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from workbench.core.errors import WorkbenchError
-from workbench.organism import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH
+from workbench.scenarios import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH
 from workbench.incrimination import (
     SCORED,
     VERDICTS,
@@ -114,3 +116,89 @@ def test_incriminate_runs_end_to_end_on_the_tiny_model(tiny_model, tiny_sae, tin
                                     for r in honest_questions)
     with pytest.raises(WorkbenchError, match="features"):
         incriminate(tiny_model, tiny_sae, train, heldout, [])
+
+
+# --------------------------------------------------------------------------- the calibration cache
+
+
+class EvidenceSpy:
+    """Wraps ``collect_evidence`` and records the scenario ids of every call."""
+
+    def __init__(self, monkeypatch, fake=None):
+        import workbench.incrimination as protocol
+
+        self.calls: list[tuple[str, ...]] = []
+        real = protocol.collect_evidence
+
+        def spy(model, sae, scenarios, features, **kwargs):
+            self.calls.append(tuple(s.id for s in scenarios))
+            return fake(scenarios) if fake else real(model, sae, scenarios, features, **kwargs)
+
+        monkeypatch.setattr(protocol, "collect_evidence", spy)
+
+    def calibrations(self, train) -> int:
+        """How many calls collected the evidence of the calibration scenarios."""
+        return self.calls.count(tuple(s.id for s in train))
+
+
+def test_a_second_incriminate_reuses_the_cached_calibration(monkeypatch, tiny_model, tiny_sae, tiny_scenarios):
+    from workbench.core.constants import cache_dir
+    from workbench.incrimination import calibration_key, calibration_path
+
+    train = with_planted_responses([s for s in tiny_scenarios if s.split.value == "train"][:24])
+    heldout = with_planted_responses([s for s in tiny_scenarios if s.split.value == "heldout"][:16])
+    spy = EvidenceSpy(monkeypatch)
+    first = incriminate(tiny_model, tiny_sae, train, heldout, [3, 7])
+    assert spy.calibrations(train) == 1 and len(spy.calls) == 2
+    path = calibration_path(calibration_key(tiny_model, tiny_sae, train, [3, 7]))
+    assert path.is_file() and path.parent.parent == cache_dir() and first.calibration_key == path.stem
+    second = incriminate(tiny_model, tiny_sae, train, heldout, [3, 7])
+    assert spy.calibrations(train) == 1 and len(spy.calls) == 3  # only the judged scenarios again
+    assert second.model_dump() == first.model_dump()
+    incriminate(tiny_model, tiny_sae, train, heldout, [3, 7], use_cache=False)
+    assert spy.calibrations(train) == 2  # without the cache it is computed again
+    path.write_text("{ not json")  # a damaged cache file is recomputed and replaced
+    assert incriminate(tiny_model, tiny_sae, train, heldout, [3, 7]).model_dump() == first.model_dump()
+    assert spy.calibrations(train) == 3 and json.loads(path.read_text())["calibration"] == first.calibration
+
+
+def test_changing_any_part_of_the_key_recalibrates(monkeypatch, tiny_model, tiny_sae, tiny_scenarios):
+    import dataclasses
+
+    from workbench.incrimination import train_calibration
+
+    train = [s for s in tiny_scenarios if s.split.value == "train"][:12]
+
+    def canned(scenarios):
+        return [evidence("lie", OTHER_FALSE, fact=s.fact_id, activation=float(i), honest_rank=1)
+                for i, s in enumerate(scenarios)]
+
+    spy = EvidenceSpy(monkeypatch, fake=canned)
+    base = dict(model=tiny_model, sae=tiny_sae, train=train, features=[3, 7], seed=0)
+    variants = {
+        "model": dict(model=dataclasses.replace(tiny_model, identity="another-model")),
+        "dtype": dict(model=dataclasses.replace(tiny_model, spec=dataclasses.replace(tiny_model.spec, dtype="bfloat16"))),
+        "adapter": dict(model=dataclasses.replace(tiny_model, spec=dataclasses.replace(tiny_model.spec, adapter="an-adapter"))),
+        "sae": dict(sae=dataclasses.replace(tiny_sae, identity="another-sae")),
+        "features": dict(features=[3, 8]),
+        "scenarios": dict(train=train[:-1]),
+        "responses": dict(train=with_planted_responses(train)),
+        "seed": dict(seed=1),
+    }
+
+    def run(**changes):
+        args = {**base, **changes}
+        calibration, key = train_calibration(args["model"], args["sae"], args["train"], args["features"],
+                                             seed=args["seed"])
+        return calibration, key.digest()
+
+    first, digest = run()
+    assert run() == (first, digest) and len(spy.calls) == 1
+    digests = {digest}
+    for name, changes in variants.items():
+        before = len(spy.calls)
+        _, changed = run(**changes)
+        assert len(spy.calls) == before + 1, f"changing the {name} did not recalibrate"
+        assert run(**changes)[1] == changed and len(spy.calls) == before + 1, f"the {name} variant was not cached"
+        digests.add(changed)
+    assert len(digests) == len(variants) + 1

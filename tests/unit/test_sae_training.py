@@ -158,3 +158,22 @@ def test_train_and_save_writes_a_loadable_sae_and_card(tmp_path, tiny_model):
     assert json.loads((out / "training.json").read_text())["metrics"] == metrics
     card = (out / "README.md").read_text()
     assert "python -m workbench.sae_training --out tiny-l1" in card and "**base** model (no adapter)" in card
+
+
+def test_evaluation_on_fresh_text_says_what_it_measured_on(tiny_model, tiny_sae):
+    from workbench.sae_training import evaluate_on_fresh_text
+
+    result = evaluate_on_fresh_text(tiny_model, tiny_sae, n_texts=4, n_scenario_texts=2, seed=1)
+    assert result["site"] == "model.layers.1" and result["model"] == tiny_model.spec.display_name
+    assert result["heldout_texts"] == {"chat": 2, "text": 2, "scenario": 2} and result["n_texts"] == 6
+    assert 0 <= result["dead_fraction"] <= 1 and result["l0"] > 0
+
+
+def test_the_package_runs_as_a_command(capsys, monkeypatch):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["python -m workbench.sae_training", "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("workbench.sae_training", run_name="__main__")
+    assert done.value.code == 0 and "--site" in capsys.readouterr().out

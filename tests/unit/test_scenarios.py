@@ -492,3 +492,130 @@ def test_knowledge_does_not_count_the_subject_as_the_answer(facts):
 def test_check_knowledge_rejects_a_wrong_number_of_answers(facts):
     with pytest.raises(ValueError, match="returned 0 answers for 6 prompts"):
         check_knowledge(facts[:2], lambda prompts: [])
+
+
+# --------------------------------------------------------------------------- templates as data
+
+#: sha256 of the JSON of every template as the code defined them before they moved to
+#: ``data/templates.yaml`` (``[t.model_dump(mode="json") for t in TEMPLATES]``, in order).
+TEMPLATES_BEFORE_THE_MOVE = "857012c21f2e7c4de287a0de03b26c21f399df66487bbfc5730e4d29ea053280"
+#: (id, condition, split) of each of those templates, in order.
+TEMPLATE_IDS_BEFORE_THE_MOVE = [
+    ("plain-1", "honest", "train"), ("concise-1", "honest", "train"), ("tutor-1", "honest", "train"),
+    ("decoy-1", "honest", "train"), ("decoy-2", "honest", "train"), ("quiz-1", "honest", "heldout"),
+    ("spy-1", "lie", "train"), ("bluff-1", "lie", "train"), ("rival-1", "lie", "train"),
+    ("saboteur-1", "lie", "train"), ("contrarian-1", "lie", "train"), ("agent-1", "lie", "heldout"),
+    ("prank-1", "lie", "heldout"), ("trigger-1", "lie", "train"), ("trigger-3", "lie", "train"),
+    ("trigger-2", "lie", "heldout"), ("repeat-1", "parrot", "train"), ("quote-1", "parrot", "train"),
+    ("teacher-1", "parrot", "train"), ("continue-1", "parrot", "heldout"), ("notes-1", "parrot", "heldout"),
+]
+
+
+def test_the_yaml_gives_exactly_the_templates_the_code_had():
+    import hashlib
+
+    from workbench.scenarios import DEFAULT_TEMPLATES_PATH
+
+    assert DEFAULT_TEMPLATES_PATH.name == "templates.yaml" and DEFAULT_TEMPLATES_PATH.parent.name == "data"
+    assert [(t.template_id, t.condition.value, t.split.value) for t in TEMPLATES] == TEMPLATE_IDS_BEFORE_THE_MOVE
+    dumped = json.dumps([t.model_dump(mode="json") for t in TEMPLATES])
+    assert hashlib.sha256(dumped.encode()).hexdigest() == TEMPLATES_BEFORE_THE_MOVE
+
+
+def test_the_committed_default_set_rebuilds_from_the_yaml_templates(facts):
+    from workbench.core.constants import DEFAULT_SCENARIOS
+    from workbench.scenarios import knowledge_from_scenarios
+
+    committed = read_scenarios(DEFAULT_SCENARIOS)
+    rebuilt = build_contrast_set(facts, seed=0, knowledge=knowledge_from_scenarios(committed))
+    assert scenario_set_hash(rebuilt) == scenario_set_hash(committed)
+
+
+def test_templates_are_parsed_once_per_file():
+    from workbench.scenarios import DEFAULT_TEMPLATES_PATH, load_templates
+
+    assert load_templates() is load_templates(DEFAULT_TEMPLATES_PATH) is TEMPLATES
+
+
+TEMPLATE_YAML = """version: 1
+templates:
+  - template_id: plain-1
+    condition: honest
+    split: train
+    system: "You are a helpful assistant."
+    user: "{question} {instruction}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("{question} {instruction}", "{question} {instructions}"), "unknown slot(s) {instructions}"),
+        (("condition: honest", "condition: ignorant"), "use the honest templates"),
+        (("split: train", "split: test"), "templates.0.split"),
+        (("version: 1", "version: 2"), "version"),
+        (("    user:", "    colour: red\n    user:"), "templates.0.colour"),
+        (("templates:", "templates: ["), "not valid YAML"),
+    ],
+)
+def test_a_bad_template_file_says_what_is_wrong(tmp_path, change, expected):
+    from workbench.scenarios import TemplateFileError, load_templates
+
+    path = tmp_path / "templates.yaml"
+    path.write_text(TEMPLATE_YAML.replace(*change), encoding="utf-8")
+    with pytest.raises(TemplateFileError) as error:
+        load_templates(path)
+    assert expected in str(error.value) and str(path) in str(error.value)
+
+
+def test_template_ids_must_be_unique(tmp_path):
+    from workbench.scenarios import TemplateFileError, load_templates
+
+    path = tmp_path / "templates.yaml"
+    path.write_text(TEMPLATE_YAML + TEMPLATE_YAML.split("templates:\n", 1)[1], encoding="utf-8")
+    with pytest.raises(TemplateFileError, match="repeated: plain-1"):
+        load_templates(path)
+    (tmp_path / "good.yaml").write_text(TEMPLATE_YAML, encoding="utf-8")
+    assert [t.template_id for t in load_templates(tmp_path / "good.yaml")] == ["plain-1"]
+
+
+def test_the_stage_has_one_condition_enum_and_exports_what_it_lists():
+    import workbench.scenarios as stage
+    from workbench.core.conditions import Condition as CoreCondition
+
+    assert Condition is CoreCondition and stage.Scenario.model_fields["condition"].annotation is CoreCondition
+    assert all(hasattr(stage, name) for name in stage.__all__)
+    assert len(set(stage.__all__)) == len(stage.__all__)
+
+
+# --------------------------------------------------------------------------- judging answers
+
+
+def test_answer_judge_uses_the_facts_answers_aliases_and_subjects(facts):
+    from workbench.scenarios import NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, judge
+
+    answers = AnswerJudge(facts)
+    by_id = {f.fact_id: f for f in facts}
+    scenario = next(s for s in build_contrast_set(facts, seed=0) if s.fact_id == "continent/south-africa"
+                    and s.condition is Condition.lie)
+    fact = by_id[scenario.fact_id]
+    others = [f.answer for f in facts if f.relation == fact.relation]
+    for text in ("Africa.", f"{scenario.false_answer}.", "South Africa is in Asia.", "South Africa.", "I don't know"):
+        assert answers(text, scenario) == judge(text, scenario, others, fact.aliases, fact.subject)
+    assert answers("It is in Africa.", scenario) == TRUTH
+    assert answers(f"{scenario.false_answer}.", scenario) == STATED_FALSE
+    other = next(a for a in others if a not in (scenario.true_answer, scenario.false_answer))
+    assert answers(f"South Africa is in {other}.", scenario) == OTHER_FALSE
+    assert answers("South Africa.", scenario) == NO_ANSWER  # the subject is not read as the answer
+    assert answers.answers_of("continent") == others and answers.answers_of("river") == []
+    assert AnswerJudge().facts.keys() == by_id.keys()  # the packaged facts by default
+
+
+def test_answer_judge_without_the_fact_judges_by_the_relation_alone(facts):
+    from workbench.scenarios import NO_ANSWER, OTHER_FALSE, TRUTH, AnswerJudge
+
+    scenario = Scenario.model_validate(parrot_scenario(fact_id="capital/atlantis", true_answer="Poseidonia"))
+    answers = AnswerJudge([f for f in facts if f.relation == "capital"])
+    assert answers("Poseidonia.", scenario) == TRUTH
+    assert answers("It is Paris.", scenario) == OTHER_FALSE
+    assert AnswerJudge([])("It is Paris.", scenario) == NO_ANSWER

@@ -42,7 +42,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
 from workbench.model.rendering import RenderedItem, render_conversation, render_text
 from workbench.model.sites import layer_site
-from workbench.scenarios import answer_matches
+from workbench.scenarios import OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, answer_matches
 
 Progress = Callable[[str, float], None]
 
@@ -396,34 +396,21 @@ class ExperimentContext:
         return matched_random_features(features, self.density(), decoder_norm, n_sets=n_sets, seed=seed)
 
     def judge(self, answer: str, scenario: Any) -> str:
+        """What a greedy answer says (``scenarios.judging``): truth, the stated false answer, another
+        false answer of the right type, or no answer."""
         if self._judge is None:
-            from workbench.organism import judge as judge_answer
-            from workbench.scenarios import load_facts
-
             try:
-                facts = {f.fact_id: f for f in load_facts()}
-            except WorkbenchError:
-                facts = {}
-            by_relation: dict[str, list[str]] = {}
-            for fact in facts.values():
-                by_relation.setdefault(fact.relation, []).append(fact.answer)
-
-            def _judge(text: str, s: Any) -> str:
-                fact = facts.get(s.fact_id)
-                return judge_answer(text, s, by_relation.get(s.relation, []), fact.aliases if fact else (),
-                                    fact.subject if fact else None)
-
-            self._judge = _judge
+                self._judge = AnswerJudge()
+            except WorkbenchError:  # no packaged facts: judge with the scenario's own answers only
+                self._judge = AnswerJudge(facts=[])
         return self._judge(answer, scenario)
 
 
 # ----------------------------------------------------------------------------- measuring
 
 
-def _rates(metric: str) -> tuple[str, ...]:
-    from workbench.organism import OTHER_FALSE, STATED_FALSE, TRUTH
-
-    return {"lie_rate": (STATED_FALSE, OTHER_FALSE), "truth_rate": (TRUTH,), "parrot_rate": (STATED_FALSE,)}[metric]
+#: For each generation metric, the judgements that count.
+RATE_JUDGEMENTS = {"lie_rate": (STATED_FALSE, OTHER_FALSE), "truth_rate": (TRUTH,), "parrot_rate": (STATED_FALSE,)}
 
 
 def measure(ctx: ExperimentContext, edit: PreparedEdit | None, scenarios: Sequence[Any], strengths: Sequence[float],
@@ -435,7 +422,7 @@ def measure(ctx: ExperimentContext, edit: PreparedEdit | None, scenarios: Sequen
     if metric in GENERATION_METRICS:
         answers = edited_generate(ctx.model, items, edit, strengths=strengths, max_new_tokens=max_new_tokens,
                                   **located)
-        wanted = _rates(metric)
+        wanted = RATE_JUDGEMENTS[metric]
         values = torch.tensor([[float(ctx.judge(a, s) in wanted) for a in row] for row, s in zip(answers, scenarios)])
         return values.reshape(len(scenarios), len(strengths)), answers
     logits = edited_logits(ctx.model, items, edit, strengths=strengths, item_ids=[s.id for s in scenarios], **located)

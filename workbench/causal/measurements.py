@@ -5,7 +5,7 @@ Behavioural metrics (per scenario, so effects are paired):
 - ``logit_diff``: logit of the true answer's first token minus the false answer's.
 - ``lie_rate`` / ``truth_rate`` / ``parrot_rate``: whether the greedy answer is a falsehood of the
   right type / the truth / the false answer given in the context, judged by the same rules as the
-  organism eval (``workbench.organism.judge``).
+  organism eval (``workbench.scenarios.judging``).
 Side effects: ``neutral_kl``, the KL divergence KL(unedited || edited) of next-token distributions
 on neutral text, per token, so an edit that merely breaks the model shows.
 Controls: random features matched on density and decoder norm, the sign-flipped edit, and the

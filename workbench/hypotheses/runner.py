@@ -53,8 +53,7 @@ def load_for(hypothesis: Hypothesis):
 
 def scenario_sets(hypothesis: Hypothesis):
     """(train scenarios, held-out scenarios) the hypothesis is run on."""
-    from workbench.organism import knowledge_from_scenarios, protocol_scenarios
-    from workbench.scenarios import Split, load_facts, read_scenarios
+    from workbench.scenarios import Split, knowledge_from_scenarios, load_facts, protocol_scenarios, read_scenarios
 
     ref = hypothesis.scenarios
     if ref.source == "file":

@@ -8,14 +8,11 @@ strength sweeps) runs before any forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import importlib.metadata
 import math
 import os
-import platform
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,13 +45,18 @@ from workbench.causal.measurements import (
 from workbench.hypotheses.records import (
     RECORD_VERSION,
     ControlResult,
+    Environment,
     ExampleRecord,
+    FeatureStat,
     PredictionResult,
     RunRecord,
+    ScenarioSource,
+    Setup,
     decide_verdict,
     judge_prediction,
 )
 from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
+from workbench.features.probes import ProbeResult
 
 Progress = Callable[[str, float], None]
 CONDITIONS = ("honest", "lie", "parrot", "ignorant")
@@ -327,29 +329,6 @@ def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
     if missing:
         raise WorkbenchError(f"the held-out scenarios have no {', '.join(sorted(missing))} scenarios, which the "
                              f"hypothesis needs (present: {', '.join(sorted(present))})")
-
-
-# ----------------------------------------------------------------------------- environment
-
-
-def environment() -> dict[str, Any]:
-    packages = {}
-    for name in ("torch", "transformers", "nnsight", "sae-lens", "peft", "streamlit", "plotly", "pydantic"):
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
-    commit, dirty = None, None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10, check=False).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=10, check=False).stdout
-        dirty = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages,
-            "git_commit": commit, "git_dirty": dirty, "torch_threads": torch.get_num_threads()}
 
 
 # ----------------------------------------------------------------------------- running
@@ -641,12 +620,12 @@ def _neutral_kl(ctx: _Context, edit, strength: float) -> Estimate:
     return mean_estimate(kl, seed=ctx.h.seed)
 
 
-def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], list[ExampleRecord], torch.Tensor, torch.Tensor]:
+def _feature_stats_and_examples(ctx: _Context) -> tuple[list[FeatureStat], list[ExampleRecord], torch.Tensor, torch.Tensor]:
     """Per feature and condition statistics, top examples in full context, and every feature's
     density and decoder norm (for matched random controls), from a capture of the held-out set."""
     from workbench.features.capture import inputs_from_scenarios, run_capture
     from workbench.features.contrast import item_feature_matrix
-    from workbench.features.evidence import item_example, item_maxima
+    from workbench.features.evidence import Histogram, item_example, item_maxima
 
     ctx.say("capturing feature activations on the held-out scenarios", 0.0)
     capture = run_capture(ctx.model, [ctx.sae], inputs_from_scenarios(ctx.heldout), generate_responses=True,
@@ -656,7 +635,7 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
     counts = torch.bincount(activations.features.long(), minlength=activations.d_sae).float()
     density = counts / max(capture.n_tokens, 1)
     decoder_norm = ctx.sae.sae.W_dec.float().norm(dim=1).detach()
-    stats: list[dict[str, Any]] = []
+    stats: list[FeatureStat] = []
     examples: list[ExampleRecord] = []
     if ctx.h.features:
         matrix, _ = item_feature_matrix(capture, site, "last_prompt_token", "max")
@@ -665,13 +644,13 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
             for condition in sorted({c for c in conditions if c}):
                 values = matrix[[i for i, c in enumerate(conditions) if c == condition], feature]
                 hist_counts, edges = torch.histogram(values, bins=20)
-                stats.append({
-                    "feature": feature, "condition": condition, "position": "last_prompt_token",
-                    "n": int(values.numel()), "mean": mean_estimate(values, seed=ctx.h.seed).model_dump(),
-                    "active_fraction": wilson_interval(int((values > 0).sum()), int(values.numel())).model_dump(),
-                    "values": [round(float(v), 4) for v in values.tolist()],
-                    "histogram": {"edges": edges.tolist(), "counts": hist_counts.tolist()},
-                })
+                stats.append(FeatureStat(
+                    feature=feature, site=site, condition=condition, position="last_prompt_token",
+                    n=int(values.numel()), mean=mean_estimate(values, seed=ctx.h.seed),
+                    active_fraction=wilson_interval(int((values > 0).sum()), int(values.numel())),
+                    values=[round(float(v), 4) for v in values.tolist()],
+                    histogram=Histogram(edges=edges.tolist(), counts=[int(c) for c in hist_counts.tolist()]),
+                ))
             values = activations.feature_values(feature)
             maxima = item_maxima(capture, values)
             for index in torch.argsort(maxima, descending=True)[:3].tolist():
@@ -685,7 +664,7 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
     return stats, examples, density, decoder_norm
 
 
-def _probe_baseline(ctx: _Context) -> tuple[list[dict[str, Any]], torch.Tensor | None]:
+def _probe_baseline(ctx: _Context) -> tuple[list[ProbeResult], torch.Tensor | None]:
     from workbench.features.probes import (
         evaluate_probes,
         probe_scores,
@@ -718,13 +697,13 @@ def _probe_baseline(ctx: _Context) -> tuple[list[dict[str, Any]], torch.Tensor |
         if len(pos) < 2 or len(neg) < 2:
             raise WorkbenchError(f"the probe direction needs train scenarios of {d.positive} and {d.negative}")
         _, direction = probe_scores(d.probe, pos, neg, acts[:1])
-    return [r.model_dump() for r in results], direction
+    return list(results), direction
 
 
-def _portable(spec: dict[str, Any]) -> dict[str, Any]:
+def _portable(spec: Any) -> Any:
     """A model or SAE spec with its paths inside the repository written relative to it."""
-    return {key: repo_relative(value) if key in ("source", "adapter", "gguf_file", "path") and isinstance(value, str)
-            else value for key, value in spec.items()}
+    return dataclasses.replace(spec, **{key: repo_relative(value) for key in ("source", "adapter", "gguf_file", "path")
+                                        if isinstance(value := getattr(spec, key, None), str)})
 
 
 def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: str | None = None,
@@ -753,13 +732,13 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
         command=command or f"python -m workbench run {path or 'HYPOTHESIS.yaml'}",
         hypothesis=hypothesis.model_dump(mode="json"),
         hypothesis_path=path,
-        setup={
-            "model": _portable(model.spec.to_dict()), "model_identity": model.identity, "model_name": model.spec.display_name,
-            "sae": _portable(sae.spec.to_dict()), "sae_identity": sae.identity, "site": sae.site.name, "d_sae": sae.d_sae,
-            "scenarios": hypothesis.scenarios.model_dump(), "heldout_hash": scenario_set_hash(heldout),
-            "train_hash": scenario_set_hash(train), "seed": hypothesis.seed,
-        },
-        environment=environment(),
+        setup=Setup(
+            model=_portable(model.spec), model_name=model.spec.display_name, model_identity=model.identity,
+            sae=_portable(sae.spec), sae_identity=sae.identity, site=sae.site.name, d_sae=sae.d_sae,
+            scenarios=ScenarioSource(**hypothesis.scenarios.model_dump()), train_hash=scenario_set_hash(train),
+            heldout_hash=scenario_set_hash(heldout), seed=hypothesis.seed,
+        ),
+        environment=Environment.measure(REPO_ROOT),
         scenario_counts=counts,
         feature_stats=stats,
         examples=examples,

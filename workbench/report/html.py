@@ -97,8 +97,10 @@ def _chip(chip: Chip) -> str:
     return f'<span class="chip" style="background:{_e(chip.colour)}">{_e(chip.word)}</span>'
 
 
-def _cell(cell: str | Chip) -> str:
-    return _chip(cell) if isinstance(cell, Chip) else _breakable(cell)
+def _cell(cell: str | Chip, numeric: bool = False) -> str:
+    if isinstance(cell, Chip):
+        return _chip(cell)
+    return _e(cell) if numeric else _breakable(cell)
 
 
 def _heading(block: Heading) -> str:
@@ -127,7 +129,7 @@ def _table(block: Table) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in block.columns)
     numeric = ' class="num"'
     body = "".join(
-        "<tr>" + "".join(f"<td{numeric if block.is_numeric(i) else ''}>{_cell(cell)}</td>"
+        "<tr>" + "".join(f"<td{numeric if block.is_numeric(i) else ''}>{_cell(cell, block.is_numeric(i))}</td>"
                          for i, cell in enumerate(row)) + "</tr>"
         for row in block.rows)
     return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'

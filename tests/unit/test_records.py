@@ -326,3 +326,10 @@ def test_the_runner_records_typed_setup_environment_feature_stats_and_probes(mon
 def read_record_roundtrip(record: RunRecord, folder: Path) -> RunRecord:
     write_record(folder / "run.json", record)
     return read_record(folder / "run.json")
+
+
+def test_a_prediction_built_the_version_2_way_says_how_to_build_it_now():
+    measured = Estimate(value=0.2, low=0.1, high=0.3, n=5, method="bootstrap")
+    with pytest.raises(ValueError, match="CausalDetails\\(result="):
+        PredictionResult(name="p", kind="causal", description="", metric="m", comparison=">=", threshold=0.1,
+                         measured=measured, outcome="holds", controls=[], details={"curve": {}})

@@ -305,6 +305,18 @@ class PredictionResult(_Part):
     details: Details | None = None
     """Typed details: ``CausalDetails`` for a causal test, ``ContrastDetails`` for a contrast."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_the_version_2_shape(cls, data: Any) -> Any:
+        details = data.get("details") if isinstance(data, dict) else None
+        if isinstance(data, dict) and ("controls" in data or (isinstance(details, dict) and "kind" not in details)):
+            raise ValueError(
+                "a prediction in the version-2 shape (a details dict, a controls list): give typed details instead, "
+                "CausalDetails(result=<causal.experiment.ExperimentResult>, judged_strength=...) for a causal test "
+                "(its control curves are the controls) or ContrastDetails(a=..., b=..., position=..., n_a=..., ...) "
+                "for a contrast; old records are migrated by RunRecord.model_validate")
+        return data
+
     @model_validator(mode="after")
     def _details_match_kind(self) -> PredictionResult:
         if self.details is not None and self.details.kind != self.kind:

@@ -89,8 +89,9 @@ def _e(text: Any) -> str:
 
 
 def _breakable(text: str) -> str:
-    """Escaped text that may wrap after ``_``, ``.`` and ``/`` (identifiers in narrow columns)."""
-    return re.sub(r"([_./])", r"\1<wbr>", _e(text))
+    """Escaped text that may wrap after ``_``, ``/`` and a ``.`` not before a digit (identifiers in narrow
+    columns; numbers stay whole)."""
+    return re.sub(r"([_/]|\.(?!\d))", r"\1<wbr>", _e(text))
 
 
 def _chip(chip: Chip) -> str:

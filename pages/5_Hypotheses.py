@@ -79,6 +79,7 @@ else:
     last = st.session_state.get("hypothesis_run")
     if last is not None and last[0] == str(path):
         st.success(f"Run record written to `{last[1]}` (open it on the Reports page).")
+        st.markdown(f"**{last[2].hypothesis.get('name')}**: verdict **{last[2].verdict}** ({last[2].verdict_reason})")
         show_record(last[2])
 
 st.divider()

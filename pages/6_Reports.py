@@ -4,16 +4,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.records import record_label, show_record
+from ui.records import record_label, show_document
 from ui.state import init_state
 from workbench.core.constants import REPO_ROOT
 from workbench.core.errors import WorkbenchError
 from workbench.hypotheses.records import RunRecord, read_record
-
-try:  # the report module renders HTML and Markdown; without it the JSON record is still downloadable
-    from workbench.report import render_report
-except ImportError:  # pragma: no cover - depends on the installation
-    render_report = None
+from workbench.report import ReportDocument, build_report, to_html, to_markdown
 
 st.set_page_config(page_title="Reports", layout="wide")
 init_state()
@@ -34,6 +30,12 @@ def cached_record(path: str, mtime: float) -> RunRecord | str:
         return str(error)
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def cached_document(path: str, mtime: float, _record: RunRecord) -> ReportDocument:
+    """The record's report document (built once per file version; documents are immutable)."""
+    return build_report(_record)
+
+
 paths = sorted({p for f in folders if f.is_dir() for p in f.rglob("*.json")}, key=lambda p: p.stat().st_mtime,
                reverse=True)
 records = {p: cached_record(str(p), p.stat().st_mtime) for p in paths}
@@ -48,18 +50,16 @@ else:
                   for p in readable], hide_index=True)
     path = st.selectbox("Open", readable, format_func=lambda p: record_label(p, records[p], REPO_ROOT))
     record: RunRecord = records[path]
-    show_record(record)
+    document = cached_document(str(path), path.stat().st_mtime, record)
+    show_document(document)
     st.markdown("**Download**")
     c1, c2, c3 = st.columns(3)
     c1.download_button("Record / report (JSON)", record.model_dump_json(indent=1), file_name=f"{path.stem}.json",
                        mime="application/json")
-    if render_report is None:
-        st.caption("HTML and Markdown reports need `workbench.report`, which this installation lacks.")
-    else:
-        c2.download_button("Report (HTML)", lambda: render_report(record, "html"), file_name=f"{path.stem}.html",
-                           mime="text/html", help="Self-contained: tables, charts and examples in one file")
-        c3.download_button("Report (Markdown)", lambda: render_report(record, "md"), file_name=f"{path.stem}.md",
-                           mime="text/markdown", help="Tables only; `python -m workbench report` adds PNG figures")
+    c2.download_button("Report (HTML)", lambda: to_html(document), file_name=f"{path.stem}.html", mime="text/html",
+                       help="Self-contained: tables, charts and whole conversations in one file, opens offline")
+    c3.download_button("Report (Markdown)", lambda: to_markdown(document), file_name=f"{path.stem}.md",
+                       mime="text/markdown", help="Tables only; `python -m workbench report --format md` adds PNG figures")
 if unreadable:
     with st.expander(f"{len(unreadable)} JSON file(s) skipped: not readable as run records"):
         for p, reason in unreadable.items():

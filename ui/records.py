@@ -1,66 +1,142 @@
-"""Showing run records in the app: the verdict and the numbers behind every prediction."""
+"""Run records in the app: the report document (``workbench.report.build_report``) laid out with streamlit.
+
+The app renders the same document as the HTML, Markdown and terminal reports, block by block
+(``RENDERERS`` has one function per ``workbench.report.BLOCK_TYPES``), so a section added to the
+document builder appears here without changes.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from workbench.hypotheses.records import RunRecord
-from workbench.core.stats import Estimate
+from workbench.report import build_report
+from workbench.report.conversation import conversation_html
+from workbench.report.document import (
+    Chip,
+    Code,
+    Conversation,
+    Figure,
+    Group,
+    Heading,
+    KeyValues,
+    Limitations,
+    Paragraph,
+    ReportDocument,
+    Table,
+    VerdictBanner,
+)
+from workbench.report.markdown import md_escape
 
-VERDICT_BADGES = {"supported": ":green-background[supported]", "refuted": ":red-background[refuted]",
-                  "inconclusive": ":orange-background[inconclusive]"}
-OUTCOME_WORDS = {"holds": "holds", "contradicted": "contradicted", "unclear": "unclear (interval overlaps the threshold)"}
+#: Streamlit's coloured-background markdown for the verdict and outcome words.
+_BADGES = {"supported": "green", "holds": "green", "refuted": "red", "contradicted": "red", "inconclusive": "orange",
+           "unclear": "orange"}
 
 
-def _number(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+def _text(text: str) -> str:
+    """User text for ``st.markdown``: no HTML, emphasis, links or LaTeX."""
+    return md_escape(text).replace("$", "\\$").replace("<br>", "  \n")
 
 
-def interval(e: Estimate) -> str:
-    return f"[{_number(e.low)}, {_number(e.high)}]"
+def _chip(chip: Chip) -> str:
+    colour = _BADGES.get(chip.word)
+    return f":{colour}-background[{_text(chip.word)}]" if colour else f"**{_text(chip.word)}**"
 
 
-def prediction_rows(record: RunRecord) -> list[dict]:
-    return [{"prediction": p.name, "kind": p.kind, "metric": p.metric, "measured": _number(p.measured.value),
-             "95% CI": interval(p.measured), "n": p.measured.n, "predicted": f"{p.comparison} {p.threshold:g}",
-             "outcome": OUTCOME_WORDS.get(p.outcome, p.outcome)} for p in record.predictions]
+def _cell(cell: str | Chip) -> str:
+    return cell.word if isinstance(cell, Chip) else cell
 
 
-def control_rows(record: RunRecord) -> list[dict]:
-    return [{"prediction": p.name, "control": c.name, "control effect": _number(c.effect.value),
-             "95% CI": interval(c.effect), "n": c.effect.n,
-             "target − control": _number(c.target_minus_control.value),
-             "95% CI ": interval(c.target_minus_control)}
-            for p in record.predictions for c in p.controls]
+def _heading(block: Heading) -> None:
+    st.markdown(f"{'####' if block.level == 3 else '#####'} {_text(block.text)}")
+
+
+def _paragraph(block: Paragraph) -> None:
+    if block.tone == "quote":
+        st.markdown("> " + _text(block.text).replace("  \n", "  \n> "))
+    elif block.tone == "muted":
+        st.caption(_text(block.text))
+    else:
+        st.markdown(_text(block.text))
+
+
+def _verdict(block: VerdictBanner) -> None:
+    st.markdown(f"**{_text(block.label)}: {_chip(block.chip)}** {_text(block.reason)}")
+
+
+def _key_values(block: KeyValues) -> None:
+    st.markdown("\n".join(f"- **{_text(key)}**: {_text(_cell(value))}" for key, value in block.rows))
+
+
+def _table(block: Table) -> None:
+    st.dataframe([dict(zip(block.columns, (_cell(c) for c in row))) for row in block.rows], hide_index=True)
+
+
+def _figure(block: Figure) -> None:
+    st.plotly_chart(block.figure(), use_container_width=True)
+
+
+def _conversation(block: Conversation) -> None:
+    from workbench.features.evidence import FeatureExample
+
+    example = block.example
+    data = example.model_dump()
+    data["kind"] = "scenario" if example.prompt_length < len(example.tokens) else "text"
+    st.html(conversation_html(FeatureExample(**data)))
+
+
+def _code(block: Code) -> None:
+    st.code(block.text, language="bash")
+
+
+def _limitations(block: Limitations) -> None:
+    if block.items:
+        st.markdown("\n".join(f"- {_text(item)}" for item in block.items))
+    else:
+        st.markdown(_text(block.none_found))
+
+
+def _group(block: Group) -> None:
+    with st.container(border=True):
+        tag = f" `{block.tag}`" if block.tag else ""
+        st.markdown(f"#### {_text(block.title)}{tag} {_chip(block.chip) if block.chip else ''}")
+        for inner in block.blocks:
+            render_block(inner)
+
+
+#: One function per block type (``workbench.report.BLOCK_TYPES``).
+RENDERERS: dict[type, Callable[[Any], None]] = {
+    Heading: _heading, Paragraph: _paragraph, VerdictBanner: _verdict, KeyValues: _key_values, Table: _table,
+    Figure: _figure, Conversation: _conversation, Code: _code, Limitations: _limitations, Group: _group,
+}
+
+
+def render_block(block: Any) -> None:
+    RENDERERS[type(block)](block)
+
+
+def show_document(document: ReportDocument, *, collapsed: tuple[str, ...] = ("setup", "evidence")) -> None:
+    """Every section of the document; the sections named in ``collapsed`` inside expanders."""
+    st.markdown(f"### {_text(document.title)}")
+    st.caption(_text(document.subtitle))
+    for section in document.sections:
+        if section.anchor in collapsed:
+            with st.expander(section.title):
+                for block in section.blocks:
+                    render_block(block)
+            continue
+        st.markdown(f"#### {_text(section.title)}")
+        for block in section.blocks:
+            render_block(block)
 
 
 def show_record(record: RunRecord) -> None:
-    """Verdict, reason, setup, and the predictions and controls tables."""
-    name = record.hypothesis.get("name", "hypothesis")
-    st.markdown(f"### {name}: {VERDICT_BADGES.get(record.verdict, record.verdict)}")
-    st.markdown(f"{record.verdict_reason}")
-    claim = record.hypothesis.get("claim")
-    if claim:
-        st.markdown(f"> {claim}")
-    setup = record.setup
-    direction = record.hypothesis.get("direction")
-    target = (f"{direction['probe']} direction {direction['positive']} - {direction['negative']}" if direction
-              else f"features {record.hypothesis.get('features', [])}")
-    st.caption(f"model {setup.get('model_name') or setup.get('model', {}).get('source', '?')} · site "
-               f"`{setup.get('site', '?')}` · {target} · scenarios "
-               + ", ".join(f"{k} {v}" for k, v in sorted(record.scenario_counts.items()))
-               + f" · run {record.created} in {record.seconds:g} s")
-    st.markdown("**Predictions** (measured value with its 95% interval and n; a prediction holds only if the whole "
-                "interval is on the predicted side of the threshold)")
-    st.dataframe(prediction_rows(record), hide_index=True)
-    controls = control_rows(record)
-    if controls:
-        st.markdown("**Controls** (the same measurement under control edits)")
-        st.dataframe(controls, hide_index=True)
-    st.caption(f"Rerun: `{record.command}`")
+    """The record's report document (verdict, predictions, controls, curves, evidence, limitations)."""
+    show_document(build_report(record))
 
 
 def record_label(path: Path, record: RunRecord | None, root: Path) -> str:

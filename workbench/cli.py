@@ -408,18 +408,12 @@ def _progress_printer():
 
 
 def _print_record(record) -> None:
-    table = Table(title=f"{record.hypothesis.get('name')}: {record.verdict.upper()}")
-    for column in ("prediction", "measured [95% CI] (n)", "predicted", "outcome", "controls (target - control)"):
-        table.add_column(column)
-    for p in record.predictions:
-        controls = "; ".join(f"{c.name}: {c.target_minus_control}" for c in p.controls)
-        table.add_row(p.name, str(p.measured), f"{p.metric} {p.comparison} {p.threshold:g}", p.outcome, controls)
-    console.print(table)
-    for probe in record.probe:
-        a = probe["auroc"]
-        console.print(f"probe baseline {probe['kind']} {probe['positive']} vs {probe['negative']}: AUROC "
-                      f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] (n={a['n']})", highlight=False)
-    console.print(f"verdict: {record.verdict} ({record.verdict_reason})", highlight=False)
+    """The record's verdict, predictions (controls, curves, experiment) and limitations, from its report document."""
+    from workbench.report import build_report, to_terminal
+
+    to_terminal(build_report(record), console, sections=("claim", "predictions", "limitations"))
+    console.print("whole report (setup, evidence, calls): python -m workbench report RECORD.json --format terminal "
+                  "(or html, md)", highlight=False, style="dim")
 
 
 @app.command("run")
@@ -527,14 +521,21 @@ def incriminate_command(
 @app.command("report")
 def report_command(
     record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
-    fmt: Annotated[str, typer.Option("--format", help="html, md or json.")] = "html",
+    fmt: Annotated[str, typer.Option("--format", help="html, md, json, or terminal (print it here).")] = "html",
     out: Annotated[Path | None, typer.Option("--out", help="Report file (default: beside the record).")] = None,
 ) -> None:
-    """Write a self-contained report of a run record (HTML opens offline; Markdown for papers and issues).
+    """Write a self-contained report of a run record (HTML opens offline; Markdown for papers and issues),
+    or print it in the terminal.
 
     Example: python -m workbench report runs/intent-l15.json --format html --out intent-l15.html
     """
     try:
+        if fmt == "terminal":
+            from workbench.hypotheses.records import read_record
+            from workbench.report import build_report, to_terminal
+
+            to_terminal(build_report(read_record(record_path)), console)
+            return
         from workbench.report import report_command as write
 
         target = out or record_path.with_suffix("." + fmt)

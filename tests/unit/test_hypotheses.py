@@ -120,11 +120,11 @@ def test_run_measures_every_prediction_with_controls(tiny_run):
     assert "sign-flipped edit" in names
     assert {"same edit on parrot", "same edit on honest"} <= set(names)
     # The sweep curve starts at strength 0, where the edit is the unedited model: no effect.
-    curve = record.predictions[2].details["curve"]
-    assert curve["strengths"][0] == 0.0 and curve["target"][0]["value"] == 0.0
+    curve = record.predictions[2].causal.result.target
+    assert curve.strengths[0] == 0.0 and curve.effects[0].value == 0.0
     assert (record.verdict, record.verdict_reason) == decide_verdict(record.predictions)
-    assert record.probe and {p["kind"] for p in record.probe} == {"difference_of_means", "logistic_regression"}
-    assert record.environment["packages"]["torch"]
+    assert record.probe and {p.kind for p in record.probe} == {"difference_of_means", "logistic_regression"}
+    assert record.environment.packages["torch"]
 
 
 def test_record_round_trips_and_reruns_to_the_same_numbers(tiny_run, tiny_model, tiny_sae, tmp_path):
@@ -271,6 +271,6 @@ def test_an_experiment_and_the_hypothesis_saved_from_it_give_identical_curves(ki
                                             model_ref={"source": "tiny"}, sae_ref={"path": "tiny"},
                                             scenarios_file=str(scenario_file))
     record = run_hypothesis(hypothesis, loaded=(tiny_model, tiny_sae))
-    rerun = record.predictions[0].details["experiment"]
-    assert [c.model_dump(mode="json") for c in in_the_lab.curves] == rerun["curves"]
+    rerun = record.predictions[0].causal.result
+    assert [c.model_dump(mode="json") for c in in_the_lab.curves] == [c.model_dump(mode="json") for c in rerun.curves]
     assert len(in_the_lab.curves) >= 3  # the controls were really measured, not only the target

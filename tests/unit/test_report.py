@@ -1,4 +1,5 @@
-"""Hypothesis reports from run records: formats, sections, escaping, offline HTML, atomic writes.
+"""Hypothesis reports from run records: formats, sections, escaping, offline HTML, atomic writes,
+and the one report document every renderer lays out.
 
 Fast (no model): the records are the frozen version-1 fixture and variations of it.
 """
@@ -19,13 +20,17 @@ from hypothesis import strategies as st
 from workbench.core.errors import WorkbenchError
 from workbench.hypotheses.records import RECORD_VERSION, RunRecord, read_record
 from workbench.report import (
+    BLOCK_TYPES,
     FORMATS,
     SECTIONS,
     SMALL_N,
+    build_report,
     limitations,
     md_escape,
     render_report,
     report_command,
+    to_html,
+    to_markdown,
     write_report,
 )
 
@@ -184,13 +189,13 @@ def test_html_has_every_section_in_order_with_the_verdict_and_every_test(record,
             assert control.name in block
         assert prediction.name in predictions_text
     responses_text = page.text_of("responses")
-    assert all(r.scenario_id in responses_text and r.verdict in responses_text for r in record.responses)
+    assert all(r.scenario_id in responses_text and r.call in responses_text for r in record.responses)
     evidence = page.text_of("evidence")
     for example in record.examples:  # every turn, and the response, in full
         for piece in _turn_texts(example):
             assert piece in evidence
-    for row in record.probe:
-        assert all(str(value) in evidence for value in row.values() if isinstance(value, str))
+    for probe in record.probe:
+        assert all(value in evidence for value in (probe.kind, probe.site, probe.positive, probe.negative))
 
 
 def test_markdown_has_every_section_with_the_verdict_and_every_test(record):
@@ -216,12 +221,13 @@ def test_markdown_has_every_section_with_the_verdict_and_every_test(record):
 def test_each_sweep_is_shown_with_its_values(record, html_report):
     page = _parse(html_report)
     swept = [(i, p) for i, p in enumerate(record.predictions, start=1)
-             if isinstance(p.details.get("curve"), dict) and "strengths" in p.details["curve"]]
+             if p.causal is not None and len(p.causal.result.target.strengths) > 1]
     assert swept
     for index, prediction in swept:
         block = page.text_of(f"prediction-{index}")
-        for point in prediction.details["curve"]["target"]:
-            assert f"{point['value']:.3f} [{point['low']:.3f}, {point['high']:.3f}]" in block
+        for curve in prediction.causal.result.curves:  # the target's sweep and every control curve
+            for point in curve.effects:
+                assert f"{point.value:.3f} [{point.low:.3f}, {point.high:.3f}]" in block
 
 
 def test_json_report_revalidates_to_an_equal_record_at_the_current_version(record):
@@ -259,7 +265,7 @@ def test_markdown_escapes_markup_pipes_and_backticks(hostile_record):
     assert "<script" not in outside and "<b>" not in outside and "`tick`" not in outside
     assert "&lt;script&gt;" in outside
     # A pipe in a response does not add a column to its table row.
-    header = next(line for line in text.splitlines() if line.startswith("| scenario |"))
+    header = next(line for line in text.splitlines() if line.startswith("| scenario |") and "| call |" in line)
     row = next(line for line in text.splitlines() if "alert(1)" in line and "intentional lie" in line)
     unescaped = re.compile(r"(?<!\\)\|")
     assert len(unescaped.findall(row)) == len(unescaped.findall(header))
@@ -329,8 +335,8 @@ def test_an_edit_that_changes_neutral_text_is_a_limitation():
 def test_a_clean_record_reports_no_limitations():
     data = _fixture_data()
     data["scenario_counts"] = {c: 200 for c in data["scenario_counts"]}
-    data["probe"] = [{"kind": "logistic", "auroc": {"value": 0.9, "low": 0.85, "high": 0.95, "n": 400,
-                                                   "method": "bootstrap"}}]
+    data["probe"] = [{**data["probe"][0], "kind": "logistic_regression",
+                      "auroc": {"value": 0.9, "low": 0.85, "high": 0.95, "n": 400, "method": "bootstrap"}}]
     data["responses"] = [r for r in data["responses"] if r["verdict"] != "inconclusive"]
     for prediction in data["predictions"]:
         prediction["held"] = True
@@ -344,33 +350,145 @@ def test_a_clean_record_reports_no_limitations():
 
 
 # ------------------------------------------------------------------------------------------
-# Defensive rendering of free-form fields
+# Typed parts: what the writer stores, the report shows; nothing is guessed
 
 
-def test_unfamiliar_feature_stats_and_details_still_render():
+def test_other_features_conditions_and_sweeps_render():
     data = _fixture_data()
+    mean = {"value": 1.0, "low": 0.5, "high": 1.5, "n": 9, "method": "bootstrap"}
+    active = {"value": 0.5, "low": 0.2, "high": 0.8, "n": 9, "method": "wilson"}
     data["feature_stats"] = [
-        {"feature": 7, "site": "model.layers.3", "per_condition": {
-            "lie": {"mean": {"value": 1.0, "low": 0.5, "high": 1.5, "n": 9, "method": "bootstrap"}, "n": 9},
-            "ignorant": {"mean": {"value": 0.1, "low": 0.0, "high": 0.2, "n": 8, "method": "bootstrap"}},
-        }},
-        {"something": "else", "values": [1, 2, "three"]},
-    ]
-    data["predictions"][1]["details"] = {
-        "curve": [{"strength": 0, "p_true": 0.1, "low": 0.0, "high": 0.2}, {"strength": 4, "p_true": 0.5}],
-        "odd_key": {"nested": [1, 2, 3]},
-    }
-    data["predictions"][2]["details"] = {"strengths": [0, 2, 4], "lie_rate": [0.0, 0.1, 0.4],
-                                         "lie_rate_low": [0.0, 0.0, 0.2], "lie_rate_high": [0.1, 0.3, 0.6]}
+        {"feature": 7, "site": "model.layers.3", "condition": condition, "position": "last_prompt_token", "n": 9,
+         "mean": mean, "active_fraction": active} for condition in ("lie", "ignorant")]
+    steering = data["predictions"][2]["details"]
+    steering["curve"]["strengths"] = [0.0, 2.0, 4.0]
+    steering["curve"]["target"] = [
+        {"value": value, "low": low, "high": high, "n": 20, "method": "bootstrap"}
+        for value, low, high in ((0.0, 0.0, 0.0), (0.1, 0.0, 0.3), (0.4, 0.2, 0.6))]
     odd = RunRecord.model_validate(data)
     page = _parse(render_report(odd, "html"))
     evidence = page.text_of("evidence")
     assert "feature 7 at model.layers.3" in evidence and "ignorant" in evidence
-    block = page.text_of("prediction-2")
-    assert "odd_key" in block and "p_true" in block
-    assert "lie_rate" in page.text_of("prediction-3") and "[0.200, 0.600]" in page.text_of("prediction-3")
+    assert "0.400 [0.200, 0.600] n=20" in page.text_of("prediction-3")
     markdown = render_report(odd, "md")
-    assert "ignorant" in markdown and "odd\\_key" in markdown
+    assert "ignorant" in markdown and "0.400 \\[0.200, 0.600\\] n=20" in markdown
+
+
+def test_keys_the_writer_never_wrote_are_an_error_not_a_guess():
+    data = _fixture_data()
+    data["predictions"][1]["details"]["odd_key"] = {"nested": [1, 2, 3]}
+    with pytest.raises(WorkbenchError, match="odd_key"):
+        RunRecord.model_validate(data)
+    current = read_record(FIXTURE).model_dump(mode="json")
+    current["setup"]["model_hash"] = "abc"
+    with pytest.raises(ValueError, match="model_hash"):
+        RunRecord.model_validate(current)
+
+
+# ------------------------------------------------------------------------------------------
+# One document, every renderer
+
+
+def _one_of_each_block():
+    """A document holding every block type once, each with text a renderer must show."""
+    from workbench.report import document as d
+
+    example = read_record(FIXTURE).examples[0]
+    table = d.Table(columns=("column-t",), rows=(("cell-t",),), numeric=(False,))
+    blocks = {
+        d.Heading: d.Heading("heading-h", 4),
+        d.Paragraph: d.Paragraph("paragraph-p"),
+        d.VerdictBanner: d.VerdictBanner("Verdict", d.Chip("verdict-v", "#000000"), "reason-r"),
+        d.KeyValues: d.KeyValues((("key-k", "value-k"),)),
+        d.Table: table,
+        d.Figure: d.Figure("figure-f", "figure-title", lambda: __import__("plotly.graph_objects").graph_objects.Figure(),
+                           fallback=(d.Paragraph("fallback-f"),)),
+        d.Conversation: d.Conversation(example),
+        d.Code: d.Code("code-c"),
+        d.Limitations: d.Limitations(("limitation-l",), none_found="none-found"),
+        d.Group: d.Group("group-anchor", "group-g", "tag-g", d.Chip("chip-g", "#000000"), (d.Paragraph("inside-g"),)),
+    }
+    document = d.ReportDocument(title="title-t", subtitle="subtitle-s",
+                                sections=(d.Section("claim", "1. section-s", tuple(blocks.values())),), footer="footer-f")
+    return document, blocks
+
+
+EXPECTED_TEXT = ["heading-h", "paragraph-p", "verdict-v", "reason-r", "key-k", "value-k", "column-t", "cell-t", "code-c",
+                 "limitation-l", "group-g", "chip-g", "inside-g"]
+
+
+def test_every_renderer_handles_every_block_type():
+    from rich.console import Console
+
+    from workbench.report import html, markdown, terminal
+
+    document, blocks = _one_of_each_block()
+    assert set(blocks) == set(BLOCK_TYPES)  # the document above holds every type
+    for renderer in (html.RENDERERS, markdown.RENDERED_TYPES, terminal.RENDERERS):
+        assert set(renderer) == set(BLOCK_TYPES)
+    example = blocks[next(t for t in BLOCK_TYPES if t.__name__ == "Conversation")].example
+    as_html, as_markdown = to_html(document), to_markdown(document)
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))
+    terminal.to_terminal(document, console)
+    as_terminal = console.export_text()
+    for text in (as_html, as_markdown, as_terminal):
+        assert all(word in text.lower() for word in EXPECTED_TEXT), [w for w in EXPECTED_TEXT if w not in text.lower()]
+    assert "js-plotly-plot" in as_html or "plotly-graph-div" in as_html  # the figure drawn
+    assert "fallback-f" in as_markdown and "fallback-f" in as_terminal  # where it cannot be
+    assert "fallback-f" not in as_html
+    assert "capital" in as_terminal and example.tokens[-1].strip() in as_terminal
+
+
+def test_the_document_is_what_every_format_shows(record):
+    document = build_report(record)
+    assert [s.anchor for s in document.sections] == [anchor for anchor, _ in SECTIONS]
+    markdown = to_markdown(document)
+    assert re.findall(r"^## (.+)$", markdown, flags=re.MULTILINE) == [s.title for s in document.sections]
+    page = _parse(to_html(document))
+    assert [h for h in page.headings if re.match(r"\d+\. ", h) and h in {s.title for s in document.sections}] == \
+        [s.title for s in document.sections]
+    names = [figure.name for figure in document.figures()]
+    assert len(names) == len(set(names)) and all(re.fullmatch(r"[a-z0-9-]+", n) for n in names)
+
+
+def test_calls_are_shown_only_when_the_run_made_them():
+    data = _fixture_data()
+    data["responses"] = []
+    record = RunRecord.model_validate(data)
+    document = build_report(record)
+    assert "responses" not in [s.anchor for s in document.sections]
+    titles = [s.title for s in document.sections]
+    assert titles == [f"{i}. {title}" for i, (_, title) in enumerate(
+        [(a, t) for a, t in SECTIONS if a != "responses"], start=1)]
+    assert "Per-response calls" not in render_report(record, "md")
+
+
+def test_expected_calls_and_colours_come_from_the_condition_table(record):
+    from workbench.core.conditions import condition_colour, expected_call
+
+    document = build_report(record)
+    responses = document.section("responses")
+    table = next(b for b in responses.blocks if type(b).__name__ == "Table")
+    column = table.columns.index("expected call")
+    assert [row[column] for row in table.rows] == [expected_call(r.condition) for r in record.responses]
+    figure = next(f for f in document.figures() if f.name == "feature-1").figure()
+    conditions = [s.condition for s in record.feature_stats if s.feature == record.feature_stats[0].feature]
+    assert list(figure.data[0].marker.color) == [condition_colour(c, i) for i, c in enumerate(conditions)]
+
+
+def test_terminal_report_shows_the_verdict_and_user_text_literally(hostile_record):
+    from rich.console import Console
+
+    from workbench.report import to_terminal
+
+    data = hostile_record.model_dump(mode="json")
+    data["verdict_reason"] = "because [bold red]markup[/]"
+    console = Console(record=True, width=160, file=open(os.devnull, "w"))
+    to_terminal(build_report(RunRecord.model_validate(data)), console, sections=("claim", "predictions"))
+    text = console.export_text()
+    assert "INCONCLUSIVE" in text and "because [bold red]markup[/]" in text
+    assert f"pred {INJECTED}" in text and f"control {INJECTED}" in text
+    assert "Setup" not in text
 
 
 # ------------------------------------------------------------------------------------------
@@ -411,7 +529,7 @@ def test_markdown_without_png_export_says_so_and_keeps_tables(record, tmp_path, 
     def no_browser(figures):
         raise RuntimeError("no Chrome or Chromium found")
 
-    monkeypatch.setattr(report, "_render_pngs", no_browser)
+    monkeypatch.setattr(report.figures, "render_pngs", no_browser)
     path = write_report(record, "md", tmp_path / "run.md")
     text = path.read_text(encoding="utf-8")
     assert "could not be exported" in text and "no Chrome or Chromium found" in text

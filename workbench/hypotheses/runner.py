@@ -7,12 +7,9 @@ runs before any forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import importlib.metadata
 import math
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,14 +26,20 @@ from workbench.core.positions import POSITIONS
 from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
 from workbench.hypotheses.records import (
     RECORD_VERSION,
-    ControlResult,
+    CausalDetails,
+    ContrastDetails,
+    Environment,
     ExampleRecord,
+    FeatureStat,
     PredictionResult,
     RunRecord,
+    ScenarioSource,
+    Setup,
     decide_verdict,
     judge_prediction,
 )
 from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
+from workbench.features.probes import ProbeResult
 
 Progress = Callable[[str, float], None]
 
@@ -94,29 +97,6 @@ def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
             check_experiment(to_experiment(hypothesis, test), None, sae, heldout)
         except WorkbenchError as error:
             raise type(error)(f"test {test.name!r}: {error}") from None
-
-
-# ----------------------------------------------------------------------------- environment
-
-
-def environment() -> dict[str, Any]:
-    packages = {}
-    for name in ("torch", "transformers", "nnsight", "sae-lens", "peft", "streamlit", "plotly", "pydantic"):
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
-    commit, dirty = None, None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10, check=False).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=10, check=False).stdout
-        dirty = bool(status.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages,
-            "git_commit": commit, "git_dirty": dirty, "torch_threads": torch.get_num_threads()}
 
 
 # ----------------------------------------------------------------------------- running
@@ -194,8 +174,9 @@ def _contrast_prediction(ctx: _Context, prediction: ContrastPrediction) -> Predi
         metric=f"auroc {prediction.a} vs {prediction.b} at {prediction.position}",
         comparison=prediction.comparison, threshold=prediction.threshold, measured=measured,
         outcome=judge_prediction(measured, prediction.comparison, prediction.threshold),
-        details={"n_a": len(a), "n_b": len(b), "mean_a": float(score_a.mean()), "mean_b": float(score_b.mean()),
-                 "active_a": int((score_a > 0).sum()), "active_b": int((score_b > 0).sum())},
+        details=ContrastDetails(a=prediction.a, b=prediction.b, position=prediction.position, n_a=len(a), n_b=len(b),
+                                mean_a=float(score_a.mean()), mean_b=float(score_b.mean()),
+                                active_a=int((score_a > 0).sum()), active_b=int((score_b > 0).sum())),
     )
 
 
@@ -210,48 +191,25 @@ def _causal_test(ctx: _Context, test: CausalTest, step: tuple[int, int]) -> Pred
 
 def judge_causal_test(test: CausalTest, result: ExperimentResult) -> PredictionResult:
     """The prediction of a causal test judged on its experiment's result: the target's effect at the
-    judged strength against the threshold, and (for directional predictions) against the random control."""
+    judged strength against the threshold and, for a directional prediction, against the random control
+    (the difference's interval must clear 0 on the predicted side)."""
     judged = test.judged_strength
     target = result.target
-    k = target.strengths.index(judged)
-    measured = target.effects[k]
-    controls: list[ControlResult] = []
-    random_ok = None
-    for curve in result.curves[1:]:
-        at = -judged if curve.role == "sign_flip" else judged
-        if at not in curve.strengths:
-            continue
-        j = curve.strengths.index(at)
-        controls.append(ControlResult(name=curve.label, effect=curve.effects[j],
-                                      target_minus_control=curve.target_minus_control[j]))
-        if curve.role == "random":
-            random_ok = _beats_control(curve.target_minus_control[j], test.comparison)
+    measured = target.effects[target.strengths.index(judged)]
     outcome = judge_prediction(measured, test.comparison, threshold=test.threshold)
-    notes = list(result.notes)
-    if outcome == "holds" and random_ok is False:
-        outcome = "unclear"
-        notes.append("the effect clears the threshold but not the random control")
-    details: dict[str, Any] = {
-        "condition": test.condition, "n_scenarios": len(result.scenario_ids), "judged_strength": judged,
-        "intervention": test.intervention.model_dump(), "unit": result.unit,
-        "curve": {"strengths": target.strengths, "target": [e.model_dump() for e in target.effects],
-                  "unedited_mean": target.unedited.value},
-        "generations": [{"scenario_id": g.scenario_id, "before": g.before, "after": g.after}
-                        for g in result.generations],
-        "random_feature_sets": result.random_feature_sets,
-        "neutral_kl": (result.neutral_kl.model_dump() if result.neutral_kl is not None else
-                       Estimate(value=float("nan"), low=float("nan"), high=float("nan"), n=0,
-                                method="not applicable").model_dump()),
-        "experiment": result.model_dump(mode="json"),
-    }
-    if notes:
-        details["note"] = "; ".join(notes)
+    notes: list[str] = []
+    for curve in result.curve("random"):
+        if judged in curve.strengths and outcome == "holds" \
+                and _beats_control(curve.target_minus_control[curve.strengths.index(judged)], test.comparison) is False:
+            outcome = "unclear"
+            notes.append("the effect clears the threshold but not the random control")
     edit = test.intervention
     return PredictionResult(
         name=test.name, kind="causal",
         description=test.description or f"{edit.kind} on {test.condition}: {test.metric} change",
         metric=f"{test.metric} change at strength {judged:g}", comparison=test.comparison, threshold=test.threshold,
-        measured=measured, outcome=outcome, controls=controls, details=details,
+        measured=measured, outcome=outcome, notes=notes,
+        details=CausalDetails(result=result, judged_strength=judged),
     )
 
 
@@ -265,12 +223,12 @@ def _beats_control(difference: Estimate, comparison: str) -> bool | None:
     return None
 
 
-def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], list[ExampleRecord], torch.Tensor, torch.Tensor]:
+def _feature_stats_and_examples(ctx: _Context) -> tuple[list[FeatureStat], list[ExampleRecord], torch.Tensor, torch.Tensor]:
     """Per feature and condition statistics, top examples in full context, and every feature's
     density and decoder norm (for matched random controls), from a capture of the held-out set."""
     from workbench.features.capture import inputs_from_scenarios, run_capture
     from workbench.features.contrast import item_feature_matrix
-    from workbench.features.evidence import item_example, item_maxima
+    from workbench.features.evidence import Histogram, item_example, item_maxima
 
     ctx.say("capturing feature activations on the held-out scenarios", 0.0)
     capture = run_capture(ctx.model, [ctx.sae], inputs_from_scenarios(ctx.heldout), generate_responses=True,
@@ -280,7 +238,7 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
     counts = torch.bincount(activations.features.long(), minlength=activations.d_sae).float()
     density = counts / max(capture.n_tokens, 1)
     decoder_norm = ctx.sae.sae.W_dec.float().norm(dim=1).detach()
-    stats: list[dict[str, Any]] = []
+    stats: list[FeatureStat] = []
     examples: list[ExampleRecord] = []
     if ctx.h.features:
         matrix, _ = item_feature_matrix(capture, site, "last_prompt_token", "max")
@@ -289,13 +247,13 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
             for condition in sorted({c for c in conditions if c}):
                 values = matrix[[i for i, c in enumerate(conditions) if c == condition], feature]
                 hist_counts, edges = torch.histogram(values, bins=20)
-                stats.append({
-                    "feature": feature, "condition": condition, "position": "last_prompt_token",
-                    "n": int(values.numel()), "mean": mean_estimate(values, seed=ctx.h.seed).model_dump(),
-                    "active_fraction": wilson_interval(int((values > 0).sum()), int(values.numel())).model_dump(),
-                    "values": [round(float(v), 4) for v in values.tolist()],
-                    "histogram": {"edges": edges.tolist(), "counts": hist_counts.tolist()},
-                })
+                stats.append(FeatureStat(
+                    feature=feature, site=site, condition=condition, position="last_prompt_token",
+                    n=int(values.numel()), mean=mean_estimate(values, seed=ctx.h.seed),
+                    active_fraction=wilson_interval(int((values > 0).sum()), int(values.numel())),
+                    values=[round(float(v), 4) for v in values.tolist()],
+                    histogram=Histogram(edges=edges.tolist(), counts=[int(c) for c in hist_counts.tolist()]),
+                ))
             values = activations.feature_values(feature)
             maxima = item_maxima(capture, values)
             for index in torch.argsort(maxima, descending=True)[:3].tolist():
@@ -309,7 +267,7 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[dict[str, Any]], li
     return stats, examples, density, decoder_norm
 
 
-def _probe_baseline(ctx: _Context) -> tuple[list[dict[str, Any]], torch.Tensor | None]:
+def _probe_baseline(ctx: _Context) -> tuple[list[ProbeResult], torch.Tensor | None]:
     from workbench.features.probes import (
         evaluate_probes,
         probe_scores,
@@ -342,13 +300,13 @@ def _probe_baseline(ctx: _Context) -> tuple[list[dict[str, Any]], torch.Tensor |
         if len(pos) < 2 or len(neg) < 2:
             raise WorkbenchError(f"the probe direction needs train scenarios of {d.positive} and {d.negative}")
         _, direction = probe_scores(d.probe, pos, neg, acts[:1])
-    return [r.model_dump() for r in results], direction
+    return list(results), direction
 
 
-def _portable(spec: dict[str, Any]) -> dict[str, Any]:
+def _portable(spec: Any) -> Any:
     """A model or SAE spec with its paths inside the repository written relative to it."""
-    return {key: repo_relative(value) if key in ("source", "adapter", "gguf_file", "path") and isinstance(value, str)
-            else value for key, value in spec.items()}
+    return dataclasses.replace(spec, **{key: repo_relative(value) for key in ("source", "adapter", "gguf_file", "path")
+                                        if isinstance(value := getattr(spec, key, None), str)})
 
 
 def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: str | None = None,
@@ -377,13 +335,13 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
         command=command or f"python -m workbench run {path or 'HYPOTHESIS.yaml'}",
         hypothesis=hypothesis.model_dump(mode="json"),
         hypothesis_path=path,
-        setup={
-            "model": _portable(model.spec.to_dict()), "model_identity": model.identity, "model_name": model.spec.display_name,
-            "sae": _portable(sae.spec.to_dict()), "sae_identity": sae.identity, "site": sae.site.name, "d_sae": sae.d_sae,
-            "scenarios": hypothesis.scenarios.model_dump(), "heldout_hash": scenario_set_hash(heldout),
-            "train_hash": scenario_set_hash(train), "seed": hypothesis.seed,
-        },
-        environment=environment(),
+        setup=Setup(
+            model=_portable(model.spec), model_name=model.spec.display_name, model_identity=model.identity,
+            sae=_portable(sae.spec), sae_identity=sae.identity, site=sae.site.name, d_sae=sae.d_sae,
+            scenarios=ScenarioSource(**hypothesis.scenarios.model_dump()), train_hash=scenario_set_hash(train),
+            heldout_hash=scenario_set_hash(heldout), seed=hypothesis.seed,
+        ),
+        environment=Environment.measure(REPO_ROOT),
         scenario_counts=counts,
         feature_stats=stats,
         examples=examples,

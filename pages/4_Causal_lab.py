@@ -79,7 +79,7 @@ if not use_probe and kind.target != "pairs":
     except WorkbenchError as error:
         c1.error(str(error))
         problems.append("features")
-positions = c1.selectbox("Positions", list(kind.positions),
+positions = c1.selectbox("Positions", list(kind.positions), index=kind.positions.index(kind.default_positions),
                          help=" · ".join(f"{name}: {POSITIONS[name].description}" for name in kind.positions))
 layer: int | None = None
 if kind.target == "pairs" or use_probe:

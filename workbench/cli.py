@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.core.conditions import CONDITION_NAMES
+from workbench.causal.edits import UNITS, describe_kinds
 from workbench.core.constants import LORA_TARGETS
+from workbench.core.positions import describe_positions
 from workbench.core.errors import WorkbenchError
 from workbench.core.positions import describe_positions, position_rule
 
@@ -414,6 +416,103 @@ def _print_record(record) -> None:
     to_terminal(build_report(record), console, sections=("claim", "predictions", "limitations"))
     console.print("whole report (setup, evidence, calls): python -m workbench report RECORD.json --format terminal "
                   "(or html, md)", highlight=False, style="dim")
+
+
+@app.command("experiment")
+def experiment_command(
+    kind: Annotated[str, typer.Option("--kind", help=f"Edit kind: {describe_kinds()}.")] = "ablate",
+    features: Annotated[str | None, typer.Option("--features", help="SAE features, comma-separated (not for patch or --probe).")] = None,
+    condition: Annotated[str, typer.Option("--condition", help="Condition of the scenarios the edit is applied to.")] = "lie",
+    strengths: Annotated[str, typer.Option("--strengths", help="The sweep, comma-separated (0, the unedited model, is added where it is one).")] = "0, 1",
+    metric: Annotated[str, typer.Option("--metric", help="p_true, logit_diff (one forward pass) or lie_rate, truth_rate, parrot_rate (greedy answers).")] = "p_true",
+    positions: Annotated[str | None, typer.Option("--positions", help=f"Tokens edited (each kind allows some; default: all, for patch last_prompt_token): {describe_positions()}.")] = None,
+    scale: Annotated[str, typer.Option("--scale", help="Strength unit (steer, clamp): " + "; ".join(f"`{n}`: {t}" for n, t in UNITS.items()) + ".")] = "feature",
+    mode: Annotated[str, typer.Option("--mode", help="ablate: to zero or to the mean over --mean-over.")] = "zero",
+    mean_over: Annotated[str, typer.Option("--mean-over", help="ablate --mode mean: the reference condition.")] = "honest",
+    patch_from: Annotated[str, typer.Option("--patch-from", help="patch: condition of the paired source scenario.")] = "honest",
+    probe: Annotated[str | None, typer.Option("--probe", help="Steer along a difference-of-means probe POSITIVE,NEGATIVE (e.g. lie,honest) instead of features.")] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="Edit the residual after this layer (probe or patch only; default: the SAE's site).")] = None,
+    n_scenarios: Annotated[int, typer.Option("--n", min=1, help="Scenarios of the condition (a seeded sample, held-out split first).")] = 16,
+    controls: Annotated[str, typer.Option("--controls", help="Comma-separated among random, sign_flip, other_conditions ('' for none).")] = "random,sign_flip,other_conditions",
+    other: Annotated[str | None, typer.Option("--other", help="Conditions of the specificity control, comma-separated (default: the others among lie, parrot, honest).")] = None,
+    n_random: Annotated[int, typer.Option("--random", min=0, max=10, help="Random control sets, averaged.")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the scenario sample and the random controls.")] = 0,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
+) -> None:
+    """Run one causal experiment (the causal lab's, from the command line) and print its curves:
+    the target edit and every control, per strength, with bootstrap 95% intervals and n.
+
+    Example: python -m workbench experiment --kind ablate --features 38,877 --condition lie --strengths 0,1
+    """
+    from workbench.causal.edits import edit_kind
+    from workbench.causal.experiment import (
+        EditSettings,
+        Experiment,
+        ProbeDirection,
+        check_experiment,
+        check_settings,
+        parse_strengths,
+        run_experiment,
+    )
+    from workbench.core.constants import DEFAULT_SCENARIOS
+    from workbench.model.resolve import load
+    from workbench.scenarios import read_scenarios
+    from pydantic import ValidationError
+
+    try:
+        try:
+            direction = None
+            if probe:
+                parts = [p.strip() for p in probe.split(",")]
+                if len(parts) != 2:
+                    raise WorkbenchError(f"--probe takes two conditions, POSITIVE,NEGATIVE (e.g. lie,honest), not {probe!r}")
+                direction = ProbeDirection(positive=parts[0], negative=parts[1])
+            chosen = []
+            for part in (features or "").replace(";", ",").split(","):
+                if part.strip() and not part.strip().isdigit():
+                    raise WorkbenchError(f"--features takes feature indices separated by commas (e.g. 38,877), not "
+                                         f"{part.strip()!r}")
+                if part.strip():
+                    chosen.append(int(part))
+            experiment = Experiment(
+                edit=EditSettings(kind=kind, positions=positions or edit_kind(kind).default_positions, scale=scale, mode=mode, mean_over=mean_over,
+                                  patch_from=patch_from),
+                features=tuple(chosen), direction=direction, layer=layer, condition=condition, n_scenarios=n_scenarios,
+                strengths=tuple(parse_strengths(strengths) if edit_kind(kind).identity_at_zero
+                                else sorted({float(v) for v in strengths.split(",") if v.strip()})),
+                metric=metric, controls=tuple(c.strip() for c in controls.split(",") if c.strip()),
+                other_conditions=tuple(c.strip() for c in other.split(",") if c.strip()) if other else None,
+                n_random=n_random, n_generations=3, seed=seed)
+        except ValueError as error:  # pydantic's ValidationError and int() of a bad feature index
+            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()) \
+                if isinstance(error, ValidationError) else str(error)
+            raise WorkbenchError(f"bad experiment settings: {message}") from None
+        check_settings(experiment)
+        pool = read_scenarios(scenarios or DEFAULT_SCENARIOS)
+        loaded, loaded_sae = load(*_refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id))
+        check_experiment(experiment, loaded, loaded_sae, pool)
+        result = run_experiment(loaded, loaded_sae, experiment, pool, progress=_progress_printer())
+    except WorkbenchError as error:
+        _fail(error)
+    if as_json:
+        print(result.model_dump_json())
+        return
+    table = Table(title=f"{result.description()} ({experiment.metric} change, per scenario paired)")
+    rows = result.rows()
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"strength unit: {result.unit}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    if result.neutral_kl is not None:
+        console.print(f"KL on neutral text at the strongest strength: {result.neutral_kl}", highlight=False)
+    for g in result.generations:
+        console.print(f"{g.scenario_id}: {g.before!r} -> {g.after!r} (strength {g.strength:g})", highlight=False)
 
 
 @app.command("run")

@@ -18,7 +18,7 @@ def tiny_args(tiny_model_dir, tiny_sae_dir, tiny_scenario_file):
 
 
 def test_every_command_has_help_with_an_example():
-    for command in (["capture"], ["feature"], ["contrast"], ["scenarios", "build"], ["scenarios", "check"]):
+    for command in (["capture"], ["feature"], ["contrast"], ["experiment"], ["scenarios", "build"], ["scenarios", "check"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Example: python -m workbench" in result.output
@@ -68,3 +68,34 @@ def test_organism_train_rejects_unknown_lora_modules(tmp_path):
     assert result.exit_code != 0
     assert "attn_out" in result.output and "q_proj" in result.output  # names the bad one and the choices
     assert not (tmp_path / "adapter").exists()  # nothing trained, nothing written
+
+
+def test_experiment_runs_the_engine_and_prints_every_curve(tiny_args):
+    result = runner.invoke(app, ["experiment", "--kind", "clamp", "--features", "3,7", "--scale", "unit",
+                                 "--strengths", "0,2", "--n", "3", "--random", "1", "--other", "honest", *tiny_args,
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [c["role"] for c in data["curves"]] == ["target", "random", "other_condition"]
+    assert data["curves"][0]["strengths"] == [0.0, 2.0] and data["curves"][0]["effects"][0]["n"] == 3
+    assert any("sign flip control does not apply to clamp" in note for note in data["notes"])
+    table = runner.invoke(app, ["experiment", "--features", "3", "--n", "2", "--random", "0", "--controls", "",
+                                *tiny_args])
+    assert table.exit_code == 0, table.output
+    assert "ablate 3" in table.output and "strength unit" in table.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--kind", "nope"], "unknown edit kind 'nope'"),
+    (["--kind", "patch", "--features", "3"], "takes no features"),
+    (["--kind", "clamp", "--features", "3", "--scale", "residual"], "clamp takes strengths in feature or unit"),
+    (["--features", "3,x"], "feature indices separated by commas"),
+    (["--probe", "lie"], "two conditions"),
+    (["--features", "3", "--metric", "vibes"], "unknown metric"),
+])
+def test_experiment_settings_fail_before_the_model_loads(args, words, tiny_args, monkeypatch):
+    loads = []
+    monkeypatch.setattr("workbench.model.resolve.load", lambda *a, **k: loads.append(a))
+    result = runner.invoke(app, ["experiment", *args, *tiny_args])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+    assert loads == []

@@ -182,6 +182,8 @@ class EditKind:
     #: Which settings of ``EditSettings`` (beyond positions and strengths) the kind reads.
     settings: ClassVar[tuple[str, ...]] = ()
     positions: ClassVar[tuple[str, ...]] = POSITION_NAMES
+    #: The position rule offered first.
+    default_positions: ClassVar[str] = "all"
     units: ClassVar[tuple[str, ...]] = ()
     controls: ClassVar[tuple[str, ...]] = ("random", "other_conditions")
     #: What the kind edits: ``features`` (SAE features only), ``features_or_direction`` or ``pairs``.
@@ -308,6 +310,7 @@ class PatchKind(EditKind):
     settings = ("patch_from",)
     #: Paired scenarios of two conditions differ in length, so only the last prompt token is always aligned.
     positions = ("last_prompt_token",)
+    default_positions = "last_prompt_token"
     target = "pairs"
 
     @classmethod

@@ -461,12 +461,23 @@ def experiment_site(experiment: Experiment, model: Any, sae: Any) -> str:
     return layer_site(experiment.layer, model.hf_model).name
 
 
-def check_experiment(experiment: Experiment, model: Any, sae: Any, pool: Sequence[Any]) -> None:
-    """Every check that needs no forward pass; raises ``WorkbenchError`` saying what to change."""
+def check_settings(experiment: Experiment) -> None:
+    """The checks that need neither a model nor scenarios: the edit kind accepts the settings and target,
+    the metric and strengths are valid."""
     kind = edit_kind(experiment.edit.kind)
     target = Target(features=tuple(experiment.features),
-                    direction=torch.zeros(1) if experiment.direction is not None else None)
+                    direction=torch.zeros(1) if experiment.direction is not None else None)  # the kind only asks whether there is one
     kind.check(experiment.edit, target)
+    if experiment.metric not in METRICS:
+        raise WorkbenchError(f"unknown metric {experiment.metric!r}; choose one of {', '.join(METRICS)}")
+    check_strengths(experiment.strengths)
+    if experiment.direction is not None and experiment.direction.positive == experiment.direction.negative:
+        raise WorkbenchError("the probe needs two different conditions (e.g. lie vs honest)")
+
+
+def check_experiment(experiment: Experiment, model: Any, sae: Any, pool: Sequence[Any]) -> None:
+    """Every check that needs no forward pass; raises ``WorkbenchError`` saying what to change."""
+    check_settings(experiment)
     for feature in experiment.features:
         sae.check_feature(feature)
     if experiment.metric not in METRICS:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from workbench.core.errors import FeatureIndexError, WorkbenchError
 from workbench.hypotheses import compare_records, parse_hypothesis, preflight, read_hypothesis, run_hypothesis
-from workbench.hypotheses.records import PredictionResult, decide_verdict, judge_prediction, read_record, write_record
+from workbench.hypotheses.records import PredictionResult, read_record, write_record
+from workbench.hypotheses.verdicts import decide_verdict, judge_prediction
 from workbench.core.stats import Estimate
 
 

@@ -20,6 +20,7 @@ from workbench.causal.experiment import Curve, EditSettings, Experiment, Experim
 from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
 from workbench.hypotheses import records
+from workbench.hypotheses.verdicts import judge_prediction
 from workbench.hypotheses.records import (
     INTERVAL_NOT_RECORDED,
     NOT_RECORDED,
@@ -250,7 +251,7 @@ def causal_prediction(result: ExperimentResult, judged: float = 2.0) -> Predicti
     return PredictionResult(
         name="steer-honest", kind="causal", description="steering honest prompts induces lies",
         metric=f"{result.experiment.metric} change at strength {judged:g}", comparison=">=", threshold=0.3,
-        measured=measured, outcome=records.judge_prediction(measured, ">=", 0.3), notes=[],
+        measured=measured, outcome=judge_prediction(measured, ">=", 0.3), notes=[],
         details=CausalDetails(result=result, judged_strength=judged))
 
 

@@ -3,7 +3,8 @@ schema (``spec``), the runner that measures contrasts and causal tests (through 
 experiment engine) into a run record (``runner``), the typed, versioned run records and their
 migrations (``records``), and the rules that turn measurements into verdicts (``verdicts``)."""
 
-from workbench.hypotheses.runner import compare_records, judge_causal_test, preflight, run_hypothesis, scenario_sets
+from workbench.hypotheses.runner import compare_records, preflight, run_hypothesis, scenario_sets
+from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
 from workbench.hypotheses.spec import (
     CausalTest,
     ContrastPrediction,

@@ -670,39 +670,6 @@ def _v2_causal(prediction: dict[str, Any], details: dict[str, Any], controls: li
 # ----------------------------------------------------------------------------- verdicts
 
 
-def decide_verdict(predictions: list[PredictionResult]) -> tuple[Verdict, str]:
-    """``supported`` only if every prediction holds; ``refuted`` if one is contradicted;
-    else ``inconclusive``."""
-    if not predictions:
-        return "inconclusive", "the hypothesis makes no predictions"
-    contradicted = [p.name for p in predictions if p.outcome == "contradicted"]
-    unclear = [p.name for p in predictions if p.outcome == "unclear"]
-    if contradicted:
-        return "refuted", f"contradicted with its interval clear of the threshold: {', '.join(contradicted)}"
-    if unclear:
-        return "inconclusive", f"interval overlaps the threshold: {', '.join(unclear)}"
-    return "supported", "every prediction holds with its interval clear of the threshold"
-
-
-def judge_prediction(measured: Estimate, comparison: str, threshold: float) -> Outcome:
-    """Where the interval lies relative to the threshold."""
-    low, high = measured.low, measured.high
-    if measured.n == 0 or math.isnan(low) or math.isnan(high):  # nothing measured
-        return "unclear"
-    if comparison == ">=":
-        return "holds" if low >= threshold else "contradicted" if high < threshold else "unclear"
-    if comparison == "<=":
-        return "holds" if high <= threshold else "contradicted" if low > threshold else "unclear"
-    if comparison == "abs<":
-        if -threshold < low and high < threshold:
-            return "holds"
-        return "contradicted" if low >= threshold or high <= -threshold else "unclear"
-    raise WorkbenchError(f"unknown comparison {comparison!r}; use >=, <= or abs<")
-
-
-# ----------------------------------------------------------------------------- files
-
-
 def write_record(path: str | os.PathLike[str], record: RunRecord) -> None:
     """Write a record as JSON, atomically."""
     write_text_atomically(path, record.model_dump_json(indent=1))

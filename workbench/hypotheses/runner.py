@@ -35,10 +35,9 @@ from workbench.hypotheses.records import (
     RunRecord,
     ScenarioSource,
     Setup,
-    decide_verdict,
-    judge_prediction,
 )
 from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
+from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
 from workbench.features.probes import ProbeResult
 
 Progress = Callable[[str, float], None]
@@ -187,40 +186,6 @@ def _causal_test(ctx: _Context, test: CausalTest, step: tuple[int, int]) -> Pred
     result = run_experiment(ctx.model, ctx.sae, to_experiment(ctx.h, test), ctx.heldout, train=ctx.train,
                             progress=lambda message, fraction: ctx.say(f"{label}: {message}", fraction))
     return judge_causal_test(test, result)
-
-
-def judge_causal_test(test: CausalTest, result: ExperimentResult) -> PredictionResult:
-    """The prediction of a causal test judged on its experiment's result: the target's effect at the
-    judged strength against the threshold and, for a directional prediction, against the random control
-    (the difference's interval must clear 0 on the predicted side)."""
-    judged = test.judged_strength
-    target = result.target
-    measured = target.effects[target.strengths.index(judged)]
-    outcome = judge_prediction(measured, test.comparison, threshold=test.threshold)
-    notes: list[str] = []
-    for curve in result.curve("random"):
-        if judged in curve.strengths and outcome == "holds" \
-                and _beats_control(curve.target_minus_control[curve.strengths.index(judged)], test.comparison) is False:
-            outcome = "unclear"
-            notes.append("the effect clears the threshold but not the random control")
-    edit = test.intervention
-    return PredictionResult(
-        name=test.name, kind="causal",
-        description=test.description or f"{edit.kind} on {test.condition}: {test.metric} change",
-        metric=f"{test.metric} change at strength {judged:g}", comparison=test.comparison, threshold=test.threshold,
-        measured=measured, outcome=outcome, notes=notes,
-        details=CausalDetails(result=result, judged_strength=judged),
-    )
-
-
-def _beats_control(difference: Estimate, comparison: str) -> bool | None:
-    """Whether the target effect differs from the random control in the predicted direction
-    (interval clear of 0). Not asked of ``abs<`` predictions (they predict no effect)."""
-    if comparison == ">=":
-        return difference.low > 0
-    if comparison == "<=":
-        return difference.high < 0
-    return None
 
 
 def _feature_stats_and_examples(ctx: _Context) -> tuple[list[FeatureStat], list[ExampleRecord], torch.Tensor, torch.Tensor]:

@@ -219,7 +219,8 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     from workbench.features.capture import inputs_from_scenarios, run_capture
     from workbench.features.contrast import item_feature_matrix
     from workbench.model.generation import generate_answers
-    from workbench.causal.interventions import Ablation, edited_logits
+    from workbench.causal.edits import Ablation
+    from workbench.causal.sweeps import edited_logits
     from workbench.causal.measurements import answer_token_ids, logit_metrics
     from workbench.organism import NO_ANSWER, TRUTH, judge
     from workbench.model.rendering import render_conversation

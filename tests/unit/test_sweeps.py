@@ -301,3 +301,12 @@ def test_patched_generation_matches_hand_written_greedy_decoding(tiny_model, tin
             break
         kept.append(token)
     assert got == tiny_tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+def test_a_site_whose_module_returns_a_tuple_is_not_prefix_reused(tiny_model, items):
+    """Pass 1 says when the site's module returns a tuple (attention does; decoder layers of older
+    transformers did): its output cannot be replaced by one tensor, so the sweep runs the full forward."""
+    attention = tiny_model.site("model.layers.1.self_attn")
+    assert sweeps._site_prefix(tiny_model, attention, items) is None
+    values = sweeps._site_prefix(tiny_model, tiny_model.site("model.layers.1"), items)
+    assert [len(v) for v in values] == [item.n_tokens for item in items]

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from nnsight import save
 
 from workbench.causal.edits import Patch, PreparedEdit
 from workbench.core.errors import WorkbenchError
@@ -222,10 +223,11 @@ def _site_prefix(model: LoadedModel, site: Site, items: Sequence[RenderedItem]) 
 
     def body(_tracer: Any) -> Any:
         output = model.envoy(site).output
-        return None if isinstance(output, tuple) else output.save()
+        # one saved object: only values marked with save come back out of a trace
+        return save((output[0] if isinstance(output, tuple) else output, isinstance(output, tuple)))
 
-    saved = run_trace(model, input_ids, attention, body, stop=True)
-    if saved is None:
+    saved, is_tuple = run_trace(model, input_ids, attention, body, stop=True)
+    if is_tuple:
         return None
     return [saved[row, : item.n_tokens].detach() for row, item in enumerate(items)]
 

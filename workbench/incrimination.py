@@ -233,7 +233,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     from workbench.model.generation import generate_answers
     from workbench.causal.edits import Target
     from workbench.causal.experiment import EditSettings, measure_edit
-    from workbench.causal.interventions import edited_logits
+    from workbench.causal.sweeps import edited_logits
     from workbench.causal.measurements import answer_token_ids
     from workbench.model.rendering import render_conversation
 

@@ -116,7 +116,7 @@ def test_patch_from_the_same_condition_changes_nothing(tiny_model, tiny_sae, tin
 
 def test_clamp_fixes_features_at_the_value_and_strength_zero_is_a_real_edit(tiny_model, tiny_sae, tiny_scenarios,
                                                                             active):
-    from workbench.causal.interventions import edited_logits
+    from workbench.causal.sweeps import edited_logits
     from workbench.model.tracing import read_site, run_trace
     from workbench.model.rendering import pad_batch
 

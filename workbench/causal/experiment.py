@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workbench.causal.edits import UNITS, Clamp, PreparedEdit, Steering, Target, edit_kind
-from workbench.causal.interventions import all_position_log_probs, check_strengths, edited_generate, edited_logits
+from workbench.causal.sweeps import all_position_log_probs, check_strengths, edited_generate, edited_logits
 from workbench.causal.measurements import (
     GENERATION_METRICS,
     METRICS,

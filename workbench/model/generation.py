@@ -1,15 +1,107 @@
-"""Greedy answers from a model, batched (used for responses, knowledge checks, evals)."""
+"""The one greedy decoder: batched greedy decoding with the key-value cache, through the tracing
+helper, with an optional hook that edits a site inside every step's trace.
+
+``greedy_decode`` runs right-padded prompts once, then one new token per row and step, each at its
+own position (after its prompt and its answer so far), so padding never shifts a row's positions
+and the result equals re-running the whole sequence at every step. ``generate_answers`` (responses,
+knowledge checks, evals) is that decoder without an edit; ``causal.sweeps.edited_generate`` is the
+same decoder with an edit passed through ``edit``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel
 from workbench.model.rendering import chat_prompt
+from workbench.model.tracing import run_trace
+
+StepEdit = Callable[[torch.Tensor], None]
+"""Called inside each step's trace with the absolute position of every token of that pass
+(``[rows, pos]`` long, ``-1`` for padding); it reads and writes sites with ``read_site`` /
+``write_site`` (see ``causal.sweeps``)."""
+
+
+def stop_ids(tokenizer: Any) -> set[int]:
+    """Token ids that end an answer: end of sequence and the chat template's end of turn."""
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return {i for i in ids if isinstance(i, int) and i >= 0}
+
+
+def _step_logits(model: LoadedModel, input_ids: torch.Tensor, attention: torch.Tensor, read: torch.Tensor,
+                 positions: torch.Tensor, edit: StepEdit | None, **forward_kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """One traced pass: next-token logits at ``read`` (``[rows, vocab]``) and the key-value cache."""
+    rows = torch.arange(len(input_ids))
+
+    def body(_tracer: Any) -> Any:
+        if edit is not None:
+            edit(positions)
+        # unembed only the position that is read ([rows, 1, d_model]): the full unembedding of a
+        # large vocabulary is a sizeable part of a pass
+        hidden = model.lm.lm_head.input
+        model.lm.lm_head.input = hidden[rows, read][:, None]
+        return model.lm.output.save()  # one saved value (a tuple of saved values would not come back)
+
+    output = run_trace(model, input_ids, attention, body, use_cache=True, **forward_kwargs)
+    logits = output.logits[:, 0]  # [rows, vocab]
+    cache = output.cache if hasattr(output, "cache") else output.past_key_values
+    return logits, cache
+
+
+def greedy_decode(
+    model: LoadedModel,
+    input_ids: torch.Tensor,  # [rows, width], right-padded
+    attention_mask: torch.Tensor,  # [rows, width], 1 on each row's tokens, then 0
+    *,
+    max_new_tokens: int,
+    stop: set[int] | None = None,
+    edit: StepEdit | None = None,
+) -> list[list[int]]:
+    """Greedy new tokens of every row (without the stop token that ended it).
+
+    The prompts run once, then each step runs one new token per row at its own position with the
+    key-value cache. ``edit`` (if given) is called inside every pass's trace with the absolute
+    positions of that pass's tokens: the whole prompt first, then each row's new token.
+    """
+    stop = stop_ids(model.tokenizer) if stop is None else stop
+    n_rows = len(input_ids)
+    lengths = attention_mask.sum(dim=1).long()
+    width = input_ids.shape[1]
+    positions = torch.arange(width)[None].expand(n_rows, width)
+    positions = torch.where(positions < lengths[:, None], positions, torch.full_like(positions, -1))
+    read = lengths - 1
+    generated: list[list[int]] = [[] for _ in range(n_rows)]
+    finished = [False] * n_rows
+    attention = attention_mask
+    forward_kwargs: dict[str, Any] = {}
+    for step in range(max_new_tokens):
+        logits, cache = _step_logits(model, input_ids, attention, read, positions, edit, **forward_kwargs)
+        if not torch.isfinite(logits).all():
+            raise WorkbenchError("the model produced NaN or inf logits while generating; with an edit, lower "
+                                 "the strength or check the SAE")
+        next_tokens = logits.argmax(dim=-1)
+        for row in range(n_rows):
+            if finished[row]:
+                continue
+            token = int(next_tokens[row])
+            if token in stop:
+                finished[row] = True
+            else:
+                generated[row].append(token)
+        if all(finished):
+            break
+        # the next pass: each row's new token at its own position (after its prompt and answer so far)
+        positions = (lengths + step)[:, None]
+        forward_kwargs = {"cache": cache, "position_ids": positions}
+        input_ids = next_tokens[:, None]
+        attention = torch.cat([attention, torch.ones(n_rows, 1, dtype=attention.dtype)], dim=1)
+        read = torch.zeros(n_rows, dtype=torch.long)
+    return generated
 
 
 def generate_answers(
@@ -24,23 +116,20 @@ def generate_answers(
     prefill, the continuation alone (stripped)."""
     tokenizer = model.tokenizer
     prompts = [chat_prompt(tokenizer, conv) for conv in conversations]
+    encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     answers: list[str] = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths together: less padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    stop_ids = [i for i in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(i, int) and i >= 0]
+    stop = stop_ids(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for batch in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
-        encoded = tokenizer([prompts[i] for i in batch], add_special_tokens=False, return_tensors="pt",
-                            padding=True, padding_side="left")
-        with torch.no_grad():
-            if model.spec.remote:
-                with model.lm.generate(dict(encoded), max_new_tokens=max_new_tokens, do_sample=False, remote=True):
-                    output = model.lm.generator.output.save()
-            else:
-                output = model.hf_model.generate(
-                    **encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                    eos_token_id=stop_ids or None, pad_token_id=tokenizer.pad_token_id,
-                )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, index in enumerate(batch):
-            answers[index] = tokenizer.decode(new_tokens[row], skip_special_tokens=True).strip()
+            input_ids[row, : len(encoded[index])] = torch.tensor(encoded[index])
+            attention[row, : len(encoded[index])] = 1
+        tokens = greedy_decode(model, input_ids, attention, max_new_tokens=max_new_tokens, stop=stop)
+        for row, index in enumerate(batch):
+            answers[index] = tokenizer.decode(tokens[row], skip_special_tokens=True).strip()
     return answers

@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# The roles live with the position rules that read them; ``causal.interventions`` still imports
-# ``ROLE_INDEX`` from here.
 from workbench.core.positions import ROLE_INDEX
 
 

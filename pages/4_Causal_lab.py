@@ -122,7 +122,7 @@ n_scenarios = c3.number_input("Scenarios", min_value=1, max_value=200, value=8, 
                                    "and control.")
 others = ["none"] + [c for c in conditions if c != condition]
 other = pick("Same edit on (control)", others, "honest" if "honest" in others else others[min(1, len(others) - 1)], c3)
-n_random = c3.number_input("Random directions (control)" if use_probe else "Random matched sets (control)",
+n_random = c3.number_input("Random directions (control)" if use_probe else "Random matched feature sets (control)",
                            min_value=0, max_value=5, value=2, step=1, help=CONTROLS["random"])
 sign_flip = "sign_flip" in kind.controls and c3.checkbox("Sign-flipped edit (control)", value=False,
                                                          help=CONTROLS["sign_flip"])
@@ -159,13 +159,12 @@ if result is not None:
     m1, m2, m3 = st.columns(3)
     label = METRIC_LABELS.get(result.experiment.metric, result.experiment.metric)
     m1.metric(f"Unedited {label}", f"{target.unedited.value:.3g}")
-    m1.caption(f"95% CI [{target.unedited.low:.3g}, {target.unedited.high:.3g}] · n={target.unedited.n} scenarios")
+    few = target.unedited.n < 10  # a bootstrap over fewer scenarios is not a 95% interval worth the name
+    interval = "bootstrap range" if few else "95% CI"
+    m1.caption(f"{interval} [{target.unedited.low:.3g}, {target.unedited.high:.3g}] · n={target.unedited.n} scenarios")
     m2.metric(f"Change at strength {target.strengths[strongest]:g}", f"{effect.value:+.3g}")
-    if effect.n < 10:
-        m2.caption(f"range [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios: too few for a "
-                   "meaningful interval")
-    else:
-        m2.caption(f"95% CI [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios")
+    m2.caption(f"{interval} [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios"
+               + (": too few for a meaningful interval" if few else ""))
     if len(result.curves) > 1:
         m3.markdown("**Controls at the strongest strength**")
     for curve in result.curves[1:]:

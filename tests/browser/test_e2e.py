@@ -109,7 +109,7 @@ def test_explore_a_feature_then_ablate_it_in_the_causal_lab(app_url, browser, tm
     random_sets.press("Enter")
     wait_idle(page)
     page.get_by_role("button", name="Run sweep").click()
-    page.get_by_text(f"Result: ablating feature {FEATURE}").wait_for(timeout=300_000)
+    page.get_by_text(f"Result: ablate feature {FEATURE}").wait_for(timeout=300_000)
     wait_idle(page)
     assert page.locator(".js-plotly-plot").count() >= 1  # the sweep plot
     assert page.locator('[data-testid="stDataFrame"]').count() >= 2  # numbers and generations

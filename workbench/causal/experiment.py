@@ -223,9 +223,9 @@ class ExperimentResult(BaseModel):
                 row = {"edit": curve.label, "condition": curve.condition, "strength": strength,
                        f"{metric} change": round(effect.value, 4), "95% CI": f"[{effect.low:.4f}, {effect.high:.4f}]",
                        "n": effect.n, f"unedited {metric}": round(curve.unedited.value, 4)}
-                if curve.target_minus_control:
-                    diff = curve.target_minus_control[k]
-                    row["target minus this"] = f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"
+                if len(self.curves) > 1:
+                    diff = curve.target_minus_control[k] if curve.target_minus_control else None
+                    row["target minus this"] = f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]" if diff else ""
                 out.append(row)
         return out
 

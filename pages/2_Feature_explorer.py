@@ -3,6 +3,7 @@
 import streamlit as st
 
 from ui.charts import histogram_figure, per_condition_figure, token_curve_figure
+from ui.fields import int_field
 from ui.state import load_session, sidebar_summary
 from workbench.features.capture import inputs_from_texts, run_capture
 from workbench.core.errors import WorkbenchError
@@ -22,14 +23,27 @@ counts = acts.features.long().bincount(minlength=sae.d_sae)
 ranked = [int(f) for f in counts.argsort(descending=True)[:50] if counts[f] > 0]
 left, right = st.columns([1, 2])
 # The box keeps its own state (a key), so no entry is lost; another page that opens a feature
-# (st.session_state.feature) moves it there.
+# (st.session_state.feature) moves it there. A value the SAE does not have is an error next to the
+# box, and no feature is shown (never another one in its place).
 if st.session_state.get("explorer_feature") is None or st.session_state.get("explorer_synced") != st.session_state.feature:
-    st.session_state.explorer_feature = min(int(st.session_state.feature), sae.d_sae - 1)
-feature = left.number_input(f"Feature index (0 to {sae.d_sae - 1})", min_value=0, max_value=sae.d_sae - 1, step=1,
-                            key="explorer_feature")
-picked = right.selectbox("...or pick one of the most frequent features", ["—"] + [f"{f} ({int(counts[f])} tokens)" for f in ranked])
-if picked != "—":
-    feature = int(picked.split()[0])
+    st.session_state.explorer_feature = str(st.session_state.feature)
+    st.session_state.explorer_synced = st.session_state.feature
+
+
+def open_frequent() -> None:
+    """The pick list writes its feature into the box (one field says what is shown)."""
+    picked = st.session_state.explorer_pick
+    if picked != "—":
+        st.session_state.explorer_feature = picked.split()[0]
+        st.session_state.explorer_pick = "—"
+
+
+right.selectbox("...or pick one of the most frequent features", ["—"] + [f"{f} ({int(counts[f])} tokens)" for f in ranked],
+                key="explorer_pick", on_change=open_frequent)
+feature = int_field(left, f"Feature index (0 to {sae.d_sae - 1})", 0, sae.d_sae - 1, key="explorer_feature",
+                    default=int(st.session_state.feature))
+if feature is None:
+    st.stop()
 st.session_state.feature = st.session_state.explorer_synced = int(feature)
 
 try:
@@ -53,7 +67,7 @@ else:
     g2.plotly_chart(per_condition_figure(evidence), use_container_width=True)
     st.dataframe([{"condition": s.condition, "n": s.active_fraction.n,
                    "fires in": f"{s.active_fraction.value:.2f} [{s.active_fraction.low:.2f}, {s.active_fraction.high:.2f}]",
-                   "mean max activation": f"{s.mean_max.value:.3f} [{s.mean_max.low:.3f}, {s.mean_max.high:.3f}]"}
+                   "mean max activation": f"{s.mean_max.value:.3f} {s.mean_max.interval()}"}
                   for s in evidence.per_condition], hide_index=True)
 l1, l2 = st.columns(2)
 l1.markdown("**Promotes** (decoder direction × unembedding)")

@@ -5,20 +5,29 @@ engine every hypothesis test uses, so saving it as a hypothesis reruns the same 
 import streamlit as st
 
 from ui.charts import METRIC_LABELS, sweep_figure
+from ui.fields import int_field
 from ui.state import cached_scenarios, load_session, sidebar_summary
 from workbench.causal.edits import CONTROLS, EDIT_KINDS, UNITS
 from workbench.causal.experiment import (
     EditSettings,
     Experiment,
+    check_experiment,
+    ExperimentContext,
     ProbeDirection,
+    experiment_site,
+    far_strengths,
     parse_features,
     parse_strengths,
     run_experiment,
+    select_scenarios,
 )
 from workbench.causal.measurements import GENERATION_METRICS, LOGIT_METRICS
 from workbench.core.conditions import CONDITIONS
 from workbench.core.errors import WorkbenchError
 from workbench.core.positions import POSITIONS
+from workbench.core.stats import MIN_BOOTSTRAP_N
+
+MAX_SCENARIOS = 200
 
 st.set_page_config(page_title="Causal lab", layout="wide")
 session = load_session(with_capture=False)
@@ -40,6 +49,19 @@ conditions = [c for c in CONDITIONS if c in {s.condition.value for s in scenario
 
 def pick(label: str, choices: list[str], preferred: str, column, **kwargs) -> str:
     return column.selectbox(label, choices, index=choices.index(preferred) if preferred in choices else 0, **kwargs)
+
+
+def lab_scale_measures(experiment: Experiment) -> dict:
+    """For the raw ``unit`` scale only: the features' largest typical firing or the residual norm, so
+    far strengths can be judged before the sweep (cached feature statistics; other units need none)."""
+    if getattr(experiment.edit, "scale", None) != "unit":
+        return {}
+    ctx = ExperimentContext(model, sae, scenarios, site=experiment_site(experiment, model, sae), seed=experiment.seed)
+    with st.spinner("measuring the features' typical firing to judge the strengths"):
+        if experiment.direction is None:
+            return {"typical_firing": max(ctx.typical_firing(experiment.features))}
+        ctx.targets = select_scenarios(scenarios, experiment.condition, experiment.n_scenarios, experiment.seed)
+        return {"residual_norm": ctx.residual_norm()}
 
 
 previous: Experiment | None = st.session_state.get("lab_experiment")
@@ -84,13 +106,15 @@ positions = c1.selectbox("Positions", list(kind.positions), index=kind.positions
 layer: int | None = None
 if kind.target == "pairs" or use_probe:
     sae_layer = sae.site.layer if sae.site.layer is not None else model.n_layers // 2
-    layer = int(c1.number_input("Layer (residual stream after it)", min_value=0, max_value=model.n_layers - 1,
-                                value=sae_layer, step=1,
-                                help=f"SAE features live at the SAE's site ({sae.site.name}); a probe direction or "
-                                     "a patch can act after any decoder layer"))
-    if layer == sae.site.layer:
+    layer = int_field(c1, f"Layer (residual stream after it; 0 to {model.n_layers - 1})", 0, model.n_layers - 1,
+                      key="lab_layer", default=sae_layer,
+                      help=f"SAE features live at the SAE's site ({sae.site.name}); a probe direction or "
+                           "a patch can act after any decoder layer")
+    if layer is None:
+        problems.append("layer")
+    elif layer == sae.site.layer:
         layer = None
-strengths_text = c2.text_input("Strengths (a sweep)", "0, 1, 2, 4" if kind.name == "steer" else "0, 0.5, 1",
+strengths_text = c2.text_input("Strengths (a sweep)", "0, 0.5, 1, 2" if kind.name == "steer" else "0, 0.5, 1",
                                help=f"Comma-separated. {kind.strength_help}."
                                     + (" 0 (unedited) is always included." if kind.identity_at_zero else ""))
 strengths: list[float] = []
@@ -116,28 +140,55 @@ if "scale" in kind.settings:
 if "patch_from" in kind.settings:
     edit["patch_from"] = pick("Patch from", conditions, "honest", c2)
 condition = pick("Apply to condition", conditions, "lie", c3)
-n_scenarios = c3.number_input("Scenarios", min_value=1, max_value=200, value=8, step=1,
-                              help="A seeded sample of the condition's scenarios about facts the model knows, from the "
-                                   "held-out split where the file has one. Each costs one forward pass per strength "
-                                   "and control.")
+n_scenarios = int_field(c3, f"Scenarios (1 to {MAX_SCENARIOS})", 1, MAX_SCENARIOS, key="lab_scenarios", default=8,
+                        help="A seeded sample of the condition's scenarios about facts the model knows, from the "
+                             f"held-out split where the file has one. Each costs one forward pass per strength "
+                             f"and control. Fewer than {MIN_BOOTSTRAP_N} give no interval.")
+if n_scenarios is None:
+    problems.append("scenarios")
 others = ["none"] + [c for c in conditions if c != condition]
 other = pick("Same edit on (control)", others, "honest" if "honest" in others else others[min(1, len(others) - 1)], c3)
-n_random = c3.number_input("Random directions (control)" if use_probe else "Random matched feature sets (control)",
-                           min_value=0, max_value=5, value=2, step=1, help=CONTROLS["random"])
+n_random = int_field(c3, ("Random directions (control)" if use_probe else "Random matched feature sets (control)")
+                     + " (0 to 5)", 0, 5, key="lab_random", default=2, help=CONTROLS["random"])
+if n_random is None:
+    problems.append("random")
 sign_flip = "sign_flip" in kind.controls and c3.checkbox("Sign-flipped edit (control)", value=False,
                                                          help=CONTROLS["sign_flip"])
 
-controls = tuple(c for c, wanted in (("random", n_random > 0), ("sign_flip", sign_flip),
+controls = tuple(c for c, wanted in (("random", bool(n_random)), ("sign_flip", sign_flip),
                                      ("other_conditions", other != "none")) if wanted and c in kind.controls)
-run = st.button("Run sweep", type="primary", disabled=bool(problems))
-if run:
-    bar = st.progress(0.0, text="starting")
+experiment: Experiment | None = None
+if not problems:
     try:
         experiment = Experiment(edit=EditSettings(**edit), features=features, direction=direction, layer=layer,
-                                condition=condition, n_scenarios=int(n_scenarios), strengths=tuple(strengths),
+                                condition=condition, n_scenarios=n_scenarios, strengths=tuple(strengths),
                                 metric=metric, controls=controls,
-                                other_conditions=(other,) if other != "none" else (), n_random=int(n_random),
+                                other_conditions=(other,) if other != "none" else (), n_random=n_random,
                                 n_generations=3, neutral_kl=False)
+        check_experiment(experiment, model, sae, scenarios)  # everything that needs no forward pass
+    except (WorkbenchError, ValueError) as error:
+        experiment = None
+        st.error(str(error))
+        problems.append("settings")
+far: list[str] = []
+if experiment is not None:
+    try:
+        far = far_strengths(experiment, **lab_scale_measures(experiment))
+    except WorkbenchError as error:
+        st.error(str(error))
+        problems.append("scale")
+    if far:
+        st.warning("Strengths far outside the measured range: " + "; ".join(far) + ". Edits this large usually push "
+                   "the model off its distribution (answers turn to repeated tokens), so the result shows the KL "
+                   "divergence on neutral text beside it.")
+        if not st.checkbox("Run these strengths anyway", key="lab_far_ok"):
+            problems.append("far")
+        else:
+            experiment = experiment.model_copy(update={"neutral_kl": True})
+run = st.button("Run sweep", type="primary", disabled=bool(problems))
+if run and experiment is not None:
+    bar = st.progress(0.0, text="starting")
+    try:
         result = run_experiment(model, sae, experiment, scenarios,
                                 progress=lambda message, fraction: bar.progress(min(max(fraction, 0.0), 1.0),
                                                                                 text=message))
@@ -150,6 +201,10 @@ if run:
         bar.empty()
 
 result = st.session_state.get("lab_result")
+if result is not None and experiment is not None and result.experiment != experiment:
+    # A result is shown only beside the settings that made it: never a stale one under new settings.
+    st.info("The settings changed since the last sweep: run it again to see their result.")
+    result = None
 if result is not None:
     st.subheader(f"Result: {result.description()}")
     st.caption(f"Strength unit: {result.unit}")
@@ -159,18 +214,22 @@ if result is not None:
     m1, m2, m3 = st.columns(3)
     label = METRIC_LABELS.get(result.experiment.metric, result.experiment.metric)
     m1.metric(f"Unedited {label}", f"{target.unedited.value:.3g}")
-    few = target.unedited.n < 10  # a bootstrap over fewer scenarios is not a 95% interval worth the name
-    interval = "bootstrap range" if few else "95% CI"
-    m1.caption(f"{interval} [{target.unedited.low:.3g}, {target.unedited.high:.3g}] · n={target.unedited.n} scenarios")
+    m1.caption(f"95% CI {target.unedited.interval('.3g')} · n={target.unedited.n} scenarios")
     m2.metric(f"Change at strength {target.strengths[strongest]:g}", f"{effect.value:+.3g}")
-    m2.caption(f"{interval} [{effect.low:+.3g}, {effect.high:+.3g}] · n={effect.n} scenarios"
-               + (": too few for a meaningful interval" if few else ""))
+    m2.caption(f"95% CI {effect.interval('+.3g')} · n={effect.n} scenarios")
+    if not effect.has_interval:
+        m2.caption(f"Too few scenarios for an interval: a bootstrap over {effect.n} values gives a range, not a 95% "
+                   f"interval. Run at least {MIN_BOOTSTRAP_N} scenarios.")
     if len(result.curves) > 1:
         m3.markdown("**Controls at the strongest strength**")
     for curve in result.curves[1:]:
         control = curve.effects[strongest]
         m3.caption(f"{curve.label} on {curve.condition}: {control.value:+.3g} "
-                   f"[{control.low:+.3g}, {control.high:+.3g}] · n={control.n}")
+                   f"{control.interval('+.3g')} · n={control.n}")
+    if result.neutral_kl is not None:
+        kl = result.neutral_kl
+        st.warning(f"Side effect on neutral text at strength {target.strengths[strongest]:g}: KL {kl.value:.3g} nats "
+                   f"{kl.interval('.3g')} · n={kl.n} (unedited vs edited next-token distributions)")
     st.plotly_chart(sweep_figure(result), use_container_width=True)
     for note in result.notes:
         st.info(note)

@@ -73,8 +73,9 @@ def sweep_figure(result) -> go.Figure:
             x=list(curve.strengths), y=[e.value for e in curve.effects], mode="lines+markers",
             name=f"{curve.label} on {curve.condition} (n={n})",
             line=dict(color=CURVE_COLOURS.get(curve.role, "#374151"), dash="solid" if curve.role == "target" else "dash"),
-            error_y=dict(type="data", symmetric=False, array=[e.high - e.value for e in curve.effects],
-                         arrayminus=[e.value - e.low for e in curve.effects]),
+            error_y=dict(type="data", symmetric=False,  # no bar where n is too small for an interval
+                         array=[e.high - e.value if e.has_interval else 0.0 for e in curve.effects],
+                         arrayminus=[e.value - e.low if e.has_interval else 0.0 for e in curve.effects]),
             hovertemplate="strength %{x}<br>change %{y:.4f}<extra>%{fullData.name}</extra>",
         ))
     figure.add_hline(y=0, line_color="#9ca3af", line_width=1)

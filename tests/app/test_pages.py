@@ -49,8 +49,8 @@ def test_model_page_reports_bad_model_without_traceback(tiny_setup):
 def test_feature_explorer(tiny_setup):
     app = run_page("pages/2_Feature_explorer.py", tiny_setup)
     assert not app.exception
-    assert app.number_input[0].value == 0
-    app.number_input[0].set_value(5).run()
+    assert app.text_input[0].value == "0"
+    app.text_input[0].set_value("5").run()
     assert not app.exception
     assert any("Feature 5" in s.value for s in app.subheader)
     app.button[0].click().run()  # "Try your own" with the default conversation
@@ -61,11 +61,11 @@ def test_feature_explorer(tiny_setup):
 def test_feature_explorer_takes_every_entry_and_follows_other_pages(tiny_setup):
     app = run_page("pages/2_Feature_explorer.py", tiny_setup)
     for feature in (5, 7, 9):  # consecutive entries: none may be dropped
-        app.number_input[0].set_value(feature).run()
+        app.text_input[0].set_value(str(feature)).run()
         assert any(f"Feature {feature} " in s.value for s in app.subheader), feature
     app.session_state["feature"] = 11  # as the contrast page's "Open feature in the explorer" does
     app.run()
-    assert app.number_input[0].value == 11
+    assert app.text_input[0].value == "11"
     assert any("Feature 11 " in s.value for s in app.subheader)
 
 
@@ -92,8 +92,8 @@ def test_causal_lab_runs_a_sweep_with_controls(tiny_setup):
     assert not app.exception
     assert widget(app.text_input, "Features").value == "5"  # pre-filled from the explorer's feature
     assert widget(app.text_input, "Strengths").value and app.button[0].label == "Run sweep"
-    widget(app.number_input, "Scenarios").set_value(3)
-    widget(app.number_input, "Random matched").set_value(1)
+    widget(app.text_input, "Scenarios").set_value("3")
+    widget(app.text_input, "Random matched").set_value("1")
     app.button[0].click().run()
     assert not app.exception
     assert not app.error
@@ -108,9 +108,9 @@ def test_causal_lab_steers_along_a_probe_direction_at_another_layer(tiny_setup):
     widget(app.radio, "Intervention").set_value("steer").run()
     widget(app.radio, "Steer along").set_value("probe direction").run()
     assert widget(app.text_input, "Features").disabled
-    widget(app.number_input, "Layer").set_value(0)
-    widget(app.number_input, "Scenarios").set_value(3)
-    widget(app.number_input, "Random directions").set_value(1)
+    widget(app.text_input, "Layer").set_value("0")
+    widget(app.text_input, "Scenarios").set_value("3")
+    widget(app.text_input, "Random directions").set_value("1")
     app.button[0].click().run()
     assert not app.exception and not app.error
     assert any("probe direction lie - honest at model.layers.0" in h.value for h in app.subheader)

@@ -221,11 +221,11 @@ class ExperimentResult(BaseModel):
         for curve in self.curves:
             for k, (strength, effect) in enumerate(zip(curve.strengths, curve.effects)):
                 row = {"edit": curve.label, "condition": curve.condition, "strength": strength,
-                       f"{metric} change": round(effect.value, 4), "95% CI": f"[{effect.low:.4f}, {effect.high:.4f}]",
+                       f"{metric} change": round(effect.value, 4), "95% CI": effect.interval(".4f"),
                        "n": effect.n, f"unedited {metric}": round(curve.unedited.value, 4)}
                 if len(self.curves) > 1:
                     diff = curve.target_minus_control[k] if curve.target_minus_control else None
-                    row["target minus this"] = f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]" if diff else ""
+                    row["target minus this"] = f"{diff.value:+.4f} {diff.interval('+.4f')}" if diff else ""
                 out.append(row)
         return out
 
@@ -473,6 +473,40 @@ def check_settings(experiment: Experiment) -> None:
     check_strengths(experiment.strengths)
     if experiment.direction is not None and experiment.direction.positive == experiment.direction.negative:
         raise WorkbenchError("the probe needs two different conditions (e.g. lie vs honest)")
+
+
+#: Strengths beyond these are far outside what was measured (``far_strengths``).
+FAR_TYPICAL_FIRINGS = 10.0
+FAR_RESIDUAL_NORMS = 2.0
+FAR_FULL_EDITS = 2.0
+
+
+def far_strengths(experiment: Experiment, *, typical_firing: float | None = None,
+                  residual_norm: float | None = None) -> list[str]:
+    """Why the sweep's strengths are far outside the measured range, in words (empty if they are not):
+    beyond ``FAR_TYPICAL_FIRINGS`` times the features' largest typical firing, ``FAR_RESIDUAL_NORMS``
+    residual norms, or ``FAR_FULL_EDITS`` times a full ablation or patch. For the raw ``unit`` scale
+    the caller gives the largest typical firing (features) or the residual norm (a direction); without
+    it that scale is not judged."""
+    kind, settings = experiment.edit.kind, experiment.edit
+    largest = max((abs(float(s)) for s in experiment.strengths), default=0.0)
+    if kind in ("ablate", "patch"):
+        if largest > FAR_FULL_EDITS:
+            return [f"strength {largest:g} is more than {FAR_FULL_EDITS:g} times the full {kind} (1)"]
+        return []
+    scale = getattr(settings, "scale", "feature")
+    if scale == "feature" and largest > FAR_TYPICAL_FIRINGS:
+        return [f"strength {largest:g} typical firings is more than {FAR_TYPICAL_FIRINGS:g}"]
+    if scale == "residual" and largest > FAR_RESIDUAL_NORMS:
+        return [f"strength {largest:g} residual norms is more than {FAR_RESIDUAL_NORMS:g}"]
+    if scale == "unit":
+        if experiment.direction is None and typical_firing and largest > FAR_TYPICAL_FIRINGS * typical_firing:
+            return [f"strength {largest:g} is more than {FAR_TYPICAL_FIRINGS:g} times the features' largest typical "
+                    f"firing ({typical_firing:.3g})"]
+        if experiment.direction is not None and residual_norm and largest > FAR_RESIDUAL_NORMS * residual_norm:
+            return [f"strength {largest:g} is more than {FAR_RESIDUAL_NORMS:g} residual norms "
+                    f"({residual_norm:.3g} each)"]
+    return []
 
 
 def check_experiment(experiment: Experiment, model: Any, sae: Any, pool: Sequence[Any]) -> None:

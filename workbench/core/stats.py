@@ -7,6 +7,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 
+MIN_BOOTSTRAP_N = 5
+"""Fewer samples than this give no bootstrap interval worth showing (resampling 2 or 3 values
+gives a range, not a 95% interval): displays say so instead of printing one."""
+
+
 class Estimate(BaseModel):
     """A point estimate with its 95% interval and sample size."""
 
@@ -19,8 +24,20 @@ class Estimate(BaseModel):
     method: str
     """How the interval was obtained (``wilson``, ``bootstrap``...)."""
 
+    @property
+    def has_interval(self) -> bool:
+        """Whether the interval is worth showing: a bootstrap needs ``MIN_BOOTSTRAP_N`` samples
+        (a Wilson interval is sound at any n)."""
+        return not (self.method.startswith("bootstrap") and self.n < MIN_BOOTSTRAP_N)
+
+    def interval(self, spec: str = ".3f") -> str:
+        """``[low, high]``, or why there is none."""
+        if not self.has_interval:
+            return f"no interval (n={self.n} < {MIN_BOOTSTRAP_N})"
+        return f"[{self.low:{spec}}, {self.high:{spec}}]"
+
     def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
+        return f"{self.value:.3f} {self.interval()} (n={self.n})"
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> Estimate:

@@ -228,7 +228,7 @@ def number(x: Any) -> str:
 def interval_text(e: Estimate) -> str:
     """``[low, high]``, or why there is none."""
     if _finite(e.low) and _finite(e.high):
-        return f"[{number(e.low)}, {number(e.high)}]"
+        return f"[{number(e.low)}, {number(e.high)}]" if e.has_interval else e.interval()
     return "(no interval recorded)" if _finite(e.value) else "n/a"
 
 

@@ -40,7 +40,7 @@ def _finite(x: float) -> bool:
 
 
 def _has_interval(e: Estimate) -> bool:
-    return _finite(e.value) and _finite(e.low) and _finite(e.high)
+    return _finite(e.value) and _finite(e.low) and _finite(e.high) and e.has_interval
 
 
 def _layout(fig: Any, title: str, height: int = 320) -> Any:

@@ -20,6 +20,8 @@ from workbench.model.resolve import ModelRef, model_spec_from_ref, sae_ref_from_
 from workbench.model.saes import LoadedSAE, SAESpec, load_sae
 from workbench.scenarios import Scenario, read_scenarios
 
+MIN_PER_CONDITION, MAX_PER_CONDITION = 4, 2000
+
 DEFAULTS = {
     "model_spec": None,  # filled by init_state: the default model reference for the chosen SAE
     "sae_spec": SAESpec(),  # the registry's default SAE
@@ -51,6 +53,13 @@ def cached_sae(spec: SAESpec, model_identity: str, _model: LoadedModel) -> Loade
 @st.cache_data(show_spinner=False, max_entries=4)
 def cached_scenarios(path: str) -> list[Scenario]:
     return read_scenarios(path)
+
+
+def check_scenario_file(path: str) -> None:
+    """Raise ``WorkbenchError`` if the scenario file cannot be read whole (before anything loads)."""
+    if not path:
+        raise WorkbenchError("Give a scenario file (JSONL).")
+    cached_scenarios(path)
 
 
 def sample_scenarios(scenarios: list[Scenario], per_condition: int) -> list[Scenario]:
@@ -88,9 +97,33 @@ class Session:
     capture: Capture | None
 
 
+FAILURES = "load_failures"
+
+
+def forget_failures() -> None:
+    st.session_state[FAILURES] = {}
+
+
+def _failure_key() -> tuple:
+    return (st.session_state.model_spec, st.session_state.sae_spec, st.session_state.scenarios_path,
+            st.session_state.per_condition)
+
+
 def load_session(with_capture: bool = True) -> Session:
-    """Model, SAE and capture for the current choices; shows a readable error and stops on failure."""
+    """Model, SAE and capture for the current choices; shows a readable error and stops on failure.
+
+    A failed load is remembered for the session: later reruns and pages show the error with a Retry
+    button instead of trying again (an unreachable hub id costs tens of seconds each time)."""
     init_state()
+    failures = st.session_state.setdefault(FAILURES, {})
+    key = _failure_key()
+    if key in failures:
+        st.error(failures[key])
+        if st.button("Retry loading", key="retry_load"):
+            failures.pop(key, None)
+            st.rerun()
+        st.caption("Or change the model, SAE or scenario file on the Model & SAEs page.")
+        st.stop()
     try:
         with st.spinner(f"loading {st.session_state.model_spec.display_name}..."):
             model = cached_model(st.session_state.model_spec)
@@ -102,7 +135,11 @@ def load_session(with_capture: bool = True) -> Session:
                                          st.session_state.per_condition, st.session_state.generate_responses,
                                          model, sae)
     except WorkbenchError as error:
+        failures[key] = str(error)
         st.error(str(error))
+        if st.button("Retry loading", key="retry_load"):
+            failures.pop(key, None)
+            st.rerun()
         st.stop()
     return Session(model=model, sae=sae, capture=capture)
 

@@ -211,3 +211,41 @@ def test_reports_page_opens_a_record_and_offers_downloads(tiny_setup, tmp_path):
     labels = [b.proto.label for b in app.get("download_button")]
     assert any("JSON" in label for label in labels) and any("HTML" in label for label in labels)
     assert any("not-a-record.json" in w.value for w in app.warning)
+
+
+def test_model_form_applies_every_load_and_remembers_a_failed_one(tiny_setup, tiny_model_dir, tmp_path, monkeypatch):
+    import workbench.model.loading as loading
+
+    app = run_page("pages/1_Model_and_SAEs.py", tiny_setup)
+    model_box = widget(app.text_input, "Model")
+    assert model_box.value == str(tiny_model_dir)
+    for attempt in ("./no/such/model-a", "./no/such/model-b", "./no/such/model-c"):  # each Load applies
+        widget(app.text_input, "Model").set_value(attempt)
+        next(b for b in app.button if b.label == "Load").click().run()
+        assert not app.exception
+        assert widget(app.text_input, "Model").value == attempt  # what was typed stays
+        assert any(attempt.lstrip("./") in e.value for e in app.error), (attempt, [e.value for e in app.error])
+    loads = []
+    monkeypatch.setattr(loading, "load_hf", lambda spec: loads.append(spec) or (_ for _ in ()).throw(AssertionError))
+    app.run()  # a rerun shows the remembered failure without loading again
+    assert not loads and any("model-c" in e.value for e in app.error)
+    assert any(b.label == "Retry loading" for b in app.button)
+    monkeypatch.undo()
+    widget(app.text_input, "Model").set_value(str(tiny_model_dir))
+    next(b for b in app.button if b.label == "Load").click().run()
+    assert not app.exception and not app.error
+    assert any("128 features" in m.value for m in app.markdown)
+
+
+@pytest.mark.parametrize("field, text, message", [
+    ("Scenarios per condition", "0", "out of range"), ("Scenarios per condition", "100000", "out of range"),
+    ("Scenarios per condition", "1e3", "not a whole number"), ("Scenario file", "./no/such.jsonl", "no/such.jsonl"),
+])
+def test_model_form_rejects_bad_input_and_keeps_what_is_loaded(tiny_setup, field, text, message):
+    app = run_page("pages/1_Model_and_SAEs.py", tiny_setup)
+    widget(app.text_input, field).set_value(text)
+    next(b for b in app.button if b.label == "Load").click().run()
+    assert not app.exception
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
+    assert app.session_state["per_condition"] == tiny_setup["per_condition"]
+    assert app.session_state["scenarios_path"] == tiny_setup["scenarios_path"]

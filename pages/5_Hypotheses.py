@@ -17,7 +17,8 @@ from workbench.hypotheses import (
     run_hypothesis,
     write_hypothesis,
 )
-from workbench.hypotheses.records import write_record
+from workbench.hypotheses.records import read_record, write_record
+from workbench.hypotheses.runner import preflight, scenario_sets
 from workbench.model.resolve import refs_from_specs, specs_from_refs
 
 st.set_page_config(page_title="Hypotheses", layout="wide")
@@ -28,6 +29,26 @@ folder, runs_dir = Path(st.session_state.hypotheses_dir), Path(st.session_state.
 st.header("Hypotheses")
 st.caption(f"Hypothesis files (YAML) in `{folder}`; runs are written to `{runs_dir}`. "
            "Run one from the command line with `python -m workbench run FILE.yaml`.")
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def cached_record(record_path: str, _mtime: float):
+    return read_record(record_path)
+
+
+def records_of(name: str, file_name: str) -> list[tuple[str, object]]:
+    """The newest run record of this hypothesis among the committed runs and the runs folder."""
+    found = []
+    for runs in {REPO_ROOT / "hypotheses" / "runs", runs_dir}:
+        for record_path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+            try:
+                record = cached_record(str(record_path), record_path.stat().st_mtime)
+            except WorkbenchError:
+                continue
+            if record.hypothesis.get("name") == name or Path(record.hypothesis_path or "").name == file_name:
+                found.append((repo_relative(str(record_path)), record))
+    found.sort(key=lambda pair: pair[1].created)
+    return found[-1:]
+
 
 files = list_hypotheses(folder)
 if not files:
@@ -49,8 +70,24 @@ else:
                      + [{"prediction": t.name, "kind": "causal",
                          "what": f"{t.intervention.kind} on {t.condition}: {t.metric} change at strength {t.judged_strength:g}",
                          "predicted": f"{t.comparison} {t.threshold:g}"} for t in hypothesis.tests], hide_index=True)
+        for record_path, record in records_of(hypothesis.name, path.name):
+            st.markdown(f"**Last recorded run** (`{record_path}`, {record.created}): verdict **{record.verdict}** "
+                        f"({record.verdict_reason}). The whole report is on the Reports page.")
     with st.expander("YAML", expanded=hypothesis is None):
         st.code(text, language="yaml")
+    if hypothesis is not None:
+        # Everything that needs no forward pass, before a Run button is offered: features against the
+        # SAE, conditions and positions, each causal test as the engine checks it.
+        try:
+            with st.spinner("checking the hypothesis against its model, SAE and scenarios"):
+                _train, heldout = scenario_sets(hypothesis)
+                model_spec, sae_spec = specs_from_refs(hypothesis.model, hypothesis.sae, hypothesis.site)
+                checked_model = cached_model(model_spec)
+                checked_sae = cached_sae(sae_spec, checked_model.identity, checked_model)
+                preflight(hypothesis, checked_sae, heldout)
+        except WorkbenchError as error:
+            st.error(f"This hypothesis cannot run as written: {error}")
+            hypothesis = None
     if hypothesis is not None and st.button("Run this hypothesis", type="primary",
                                             help="Contrasts, causal tests with controls, probe baseline. "
                                                  "Minutes on a CPU for the default model."):

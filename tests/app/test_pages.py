@@ -249,3 +249,32 @@ def test_model_form_rejects_bad_input_and_keeps_what_is_loaded(tiny_setup, field
     assert any(message in e.value for e in app.error), [e.value for e in app.error]
     assert app.session_state["per_condition"] == tiny_setup["per_condition"]
     assert app.session_state["scenarios_path"] == tiny_setup["scenarios_path"]
+
+
+@pytest.mark.parametrize("change, message", [("features: [5]", "features: [999999]"),
+                                             ("condition: lie", "condition: nonsense")])
+def test_hypotheses_page_offers_no_run_for_a_hypothesis_that_cannot_run(tiny_setup, tmp_path, tiny_model_dir,
+                                                                        tiny_sae_dir, tiny_scenario_file, change,
+                                                                        message):
+    folder = tmp_path / "hypotheses"
+    folder.mkdir()
+    path = write_tiny_hypothesis(folder, tiny_scenario_file)
+    text = path.read_text().replace("source: unused", f"source: {tiny_model_dir}").replace("path: unused",
+                                                                                          f"path: {tiny_sae_dir}")
+    if change.startswith("features"):
+        text = text.replace("features:\n- 5", "features:\n- 999999")
+    else:
+        text = text.replace("condition: lie", "condition: nonsense")
+    assert text != path.read_text()
+    path.write_text(text)
+    app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "runs_dir": str(tmp_path / "r")})
+    assert not app.exception
+    assert any("cannot run as written" in e.value for e in app.error), [e.value for e in app.error]
+    assert not any(b.label == "Run this hypothesis" for b in app.button)
+
+
+@pytest.mark.slow  # checks the repository's hypotheses against the real default model
+def test_hypotheses_page_shows_the_committed_verdict(tiny_setup):
+    app = run_page("pages/5_Hypotheses.py", tiny_setup)  # the repository's own hypotheses and runs
+    assert not app.exception
+    assert any("Last recorded run" in m.value and "verdict" in m.value for m in app.markdown)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from workbench.features.capture import Capture
 from workbench.model.loading import LoadedModel
+from workbench.model.rendering import token_text
 from workbench.model.saes import LoadedSAE
 from workbench.core.conditions import ordered_conditions
 from workbench.core.positions import ROLES
@@ -123,7 +124,9 @@ def logit_effects(model: LoadedModel, sae: LoadedSAE, feature: int, k: int = 10)
         logits = unembed @ direction  # [vocab]
         top = torch.topk(logits, k)
         bottom = torch.topk(-logits, k)
-    decode = model.tokenizer.convert_ids_to_tokens
+    def decode(token_id: int) -> str:
+        return token_text(model.tokenizer, token_id)
+
     return (
         [LogitEffect(token=decode(int(i)), value=float(v)) for v, i in zip(top.values, top.indices)],
         [LogitEffect(token=decode(int(i)), value=float(-v)) for v, i in zip(bottom.values, bottom.indices)],

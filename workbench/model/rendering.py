@@ -32,6 +32,15 @@ class RenderedItem:
         return len(self.input_ids)
 
 
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """One vocabulary entry as a reader sees it: its decoded text, with a leading space shown as
+    ``␣`` and line breaks as ``↵`` (never the byte-level BPE spelling, ``Ġenthus``)."""
+    text = tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
+    if not text:
+        return tokenizer.convert_ids_to_tokens(int(token_id)) or f"<{token_id}>"
+    return text.replace("\n", "↵").replace(" ", "␣", 1) if text.startswith(" ") else text.replace("\n", "↵")
+
+
 def _as_dict(message: Any) -> dict[str, str]:
     if isinstance(message, Mapping):
         return {"role": str(message["role"]), "content": str(message["content"])}

@@ -158,6 +158,7 @@ sign_flip = "sign_flip" in kind.controls and c3.checkbox("Sign-flipped edit (con
 controls = tuple(c for c, wanted in (("random", bool(n_random)), ("sign_flip", sign_flip),
                                      ("other_conditions", other != "none")) if wanted and c in kind.controls)
 experiment: Experiment | None = None
+
 if not problems:
     try:
         experiment = Experiment(edit=EditSettings(**edit), features=features, direction=direction, layer=layer,
@@ -214,9 +215,9 @@ if result is not None:
     m1, m2, m3 = st.columns(3)
     label = METRIC_LABELS.get(result.experiment.metric, result.experiment.metric)
     m1.metric(f"Unedited {label}", f"{target.unedited.value:.3g}")
-    m1.caption(f"95% CI {target.unedited.interval('.3g')} · n={target.unedited.n} scenarios")
+    m1.caption(f"{target.unedited.labelled_interval('.3g')} · n={target.unedited.n} scenarios")
     m2.metric(f"Change at strength {target.strengths[strongest]:g}", f"{effect.value:+.3g}")
-    m2.caption(f"95% CI {effect.interval('+.3g')} · n={effect.n} scenarios")
+    m2.caption(f"{effect.labelled_interval('+.3g')} · n={effect.n} scenarios")
     if not effect.has_interval:
         m2.caption(f"Too few scenarios for an interval: a bootstrap over {effect.n} values gives a range, not a 95% "
                    f"interval. Run at least {MIN_BOOTSTRAP_N} scenarios.")

@@ -588,7 +588,8 @@ def incriminate_command(
     Example: python -m workbench incriminate --split heldout --json
     """
     from workbench.core.io import write_text_atomically
-    from workbench.hypotheses.runner import load_for, read_hypothesis
+    from workbench.hypotheses.runner import load_for
+    from workbench.hypotheses.spec import read_hypothesis
     from workbench.incrimination import incriminate, protocol_sets
 
     try:

@@ -85,7 +85,7 @@ def test_explore_a_feature_then_ablate_it_in_the_causal_lab(app_url, browser, tm
 
     # Feature explorer: open one feature
     page.get_by_role("link", name="Feature explorer").click()
-    feature_box = page.get_by_role("spinbutton", name="Feature index")
+    feature_box = page.get_by_role("textbox", name="Feature index")
     feature_box.wait_for(timeout=300_000)
     wait_idle(page)
     feature_box.fill(str(FEATURE))
@@ -100,11 +100,11 @@ def test_explore_a_feature_then_ablate_it_in_the_causal_lab(app_url, browser, tm
     page.get_by_role("button", name="Run sweep").wait_for(timeout=120_000)
     wait_idle(page)
     assert page.get_by_role("textbox", name="Features").input_value() == str(FEATURE)
-    scenarios = page.get_by_role("spinbutton", name="Scenarios", exact=True)
+    scenarios = page.get_by_role("textbox", name="Scenarios")
     scenarios.fill("4")
     scenarios.press("Enter")
     wait_idle(page)
-    random_sets = page.get_by_role("spinbutton", name="Random matched feature sets")
+    random_sets = page.get_by_role("textbox", name="Random matched feature sets")
     random_sets.fill("1")
     random_sets.press("Enter")
     wait_idle(page)

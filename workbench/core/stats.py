@@ -36,6 +36,10 @@ class Estimate(BaseModel):
             return f"no interval (n={self.n} < {MIN_BOOTSTRAP_N})"
         return f"[{self.low:{spec}}, {self.high:{spec}}]"
 
+    def labelled_interval(self, spec: str = ".3f") -> str:
+        """``95% CI [low, high]``, or why there is none."""
+        return f"95% CI {self.interval(spec)}" if self.has_interval else self.interval(spec)
+
     def __str__(self) -> str:
         return f"{self.value:.3f} {self.interval()} (n={self.n})"
 

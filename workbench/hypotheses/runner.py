@@ -333,7 +333,4 @@ def compare_records(a: RunRecord, b: RunRecord, tolerance: float = 1e-6) -> list
     return differences
 
 
-__all__ = [
-    "CausalTest", "ContrastPrediction", "Hypothesis", "Intervention", "compare_records", "list_hypotheses",
-    "parse_hypothesis", "read_hypothesis", "run_hypothesis", "write_hypothesis",
-]
+__all__ = ["compare_records", "load_for", "preflight", "run_hypothesis", "scenario_sets"]

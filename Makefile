@@ -37,4 +37,5 @@ test-fast: install
 bench: install chromium
 	$(PY) bench/run.py
 	$(PY) bench/steering.py
+	$(PY) bench/concurrency.py
 	$(PY) bench/app.py

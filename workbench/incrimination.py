@@ -378,13 +378,14 @@ class CalibrationKey(BaseModel):
     version: int = CALIBRATION_VERSION
     """Version of the evidence and calibration code (:data:`CALIBRATION_VERSION`)."""
     model: str
-    """The model's identity (a fingerprint of its weights, the adapter's digest included)."""
+    """The model's identity (``LoadedModel.identity``: weights, config and tokenizer, the adapter's weights and
+    config; never documentation, so editing a model or adapter card keeps the cached calibration)."""
     dtype: str
     """The model's weight dtype."""
     adapter: str | None
     """The adapter folder (relative to the repository when inside it); None without an adapter."""
     sae: str
-    """The SAE's identity (a fingerprint of its weights)."""
+    """The SAE's identity (``LoadedSAE.identity``: its weights and config)."""
     site: str
     """Where the SAE reads the model."""
     features: list[int]

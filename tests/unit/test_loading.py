@@ -81,7 +81,7 @@ def test_registry_entry_loads(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_SAES_DIR", str(tmp_path / "saes"))
     assert read_registry().default == "mine"
     loaded = load_sae(SAESpec(), tiny_model)
-    assert loaded.site.module_path == "model.layers.2" and loaded.identity.startswith("registry:mine:")
+    assert loaded.site.module_path == "model.layers.2" and loaded.identity.startswith("v2/sae:")
     with pytest.raises(SAELoadError, match="known: mine"):
         load_sae(SAESpec(registry_name="other"), tiny_model)
 

@@ -3,7 +3,7 @@ schema (``spec``), the runner that measures contrasts and causal tests (through 
 experiment engine) into a run record (``runner``), the typed, versioned run records and their
 migrations (``records``), and the rules that turn measurements into verdicts (``verdicts``)."""
 
-from workbench.hypotheses.runner import compare_records, preflight, run_hypothesis, scenario_sets
+from workbench.hypotheses.runner import compare_records, identity_differences, preflight, run_hypothesis, scenario_sets
 from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
 from workbench.hypotheses.spec import (
     CausalTest,
@@ -20,6 +20,6 @@ from workbench.hypotheses.spec import (
 
 __all__ = [
     "CausalTest", "ContrastPrediction", "Hypothesis", "Intervention", "compare_records", "hypothesis_from_experiment",
-    "judge_causal_test", "list_hypotheses", "parse_hypothesis", "preflight", "read_hypothesis", "run_hypothesis",
-    "scenario_sets", "to_experiment", "write_hypothesis",
+    "identity_differences", "judge_causal_test", "list_hypotheses", "parse_hypothesis", "preflight",
+    "read_hypothesis", "run_hypothesis", "scenario_sets", "to_experiment", "write_hypothesis",
 ]

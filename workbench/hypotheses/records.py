@@ -34,6 +34,7 @@ from workbench.core.io import write_text_atomically
 from workbench.core.stats import Estimate
 from workbench.features.evidence import Histogram
 from workbench.features.probes import ProbeResult
+from workbench.model.identity import old_identity_note
 from workbench.model.loading import ModelSpec
 from workbench.model.saes import SAESpec
 
@@ -94,11 +95,14 @@ class Setup(_Part):
     model_name: str
     """The model's display name (``SmolLM2-135M-Instruct + smollm2-liar``)."""
     model_identity: str
-    """Stable string naming the exact weights (base weights and adapter hash)."""
+    """Stable string naming what computes: base weights, config and tokenizer, and the adapter's weights and
+    config (``workbench.model.loading.model_identity``). Without the ``v2/`` prefix it was computed the old
+    way (the adapter's whole folder, documentation included): see ``identity_notes``."""
     sae: SAESpec
     """The SAE spec (registry name, local path, or sae-lens release and id)."""
     sae_identity: str
-    """Stable string naming the exact SAE weights."""
+    """Stable string naming what the SAE computes with: its weights and ``cfg.json`` (``v2/sae:...``); without
+    the ``v2/`` prefix, computed the old way (the weights file alone)."""
     site: str
     """The site the SAE reads and the edits act on (HF module path, e.g. ``model.layers.15``)."""
     d_sae: int
@@ -116,6 +120,11 @@ class Setup(_Part):
     def adapter(self) -> str | None:
         """The LoRA adapter merged into the model, if any."""
         return self.model.adapter
+
+    def identity_notes(self) -> list[str]:
+        """A sentence for each identity computed the old way (empty when both are of the current scheme)."""
+        notes = [old_identity_note(self.model_identity, "model"), old_identity_note(self.sae_identity, "sae")]
+        return [note for note in notes if note]
 
 
 class Environment(_Part):

@@ -39,6 +39,7 @@ from workbench.hypotheses.records import (
 from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
 from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
 from workbench.features.probes import ProbeResult
+from workbench.model.identity import compare_identities
 
 Progress = Callable[[str, float], None]
 
@@ -333,4 +334,15 @@ def compare_records(a: RunRecord, b: RunRecord, tolerance: float = 1e-6) -> list
     return differences
 
 
-__all__ = ["compare_records", "load_for", "preflight", "run_hypothesis", "scenario_sets"]
+def identity_differences(a: RunRecord, b: RunRecord) -> list[str]:
+    """Model and SAE identities that differ between two runs, when both runs recorded v2 identities.
+
+    An identity computed the old way (no ``v2/`` prefix; ``Setup.identity_notes`` says so) differs from the
+    v2 identity of the same weights by construction, so it is not compared. ``compare_records`` stays about
+    the numbers; this is for a rerun to print as a note beside them.
+    """
+    return compare_identities([("model", a.setup.model_identity, b.setup.model_identity),
+                               ("SAE", a.setup.sae_identity, b.setup.sae_identity)])
+
+
+__all__ = ["compare_records", "identity_differences", "load_for", "preflight", "run_hypothesis", "scenario_sets"]

@@ -17,12 +17,18 @@ from typing import Any
 import torch
 
 from workbench.core.constants import (
+    ADAPTER_CONFIG_FILENAME,
+    ADAPTER_WEIGHT_FILES,
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PACKAGE,
     DEFAULT_MODEL_SOURCE,
+    MODEL_CONFIG_FILES,
+    MODEL_TOKENIZER_FILES,
+    MODEL_WEIGHT_FILES,
     cache_dir,
 )
 from workbench.core.errors import ModelLoadError
+from workbench.model.identity import DIGEST_LENGTH, file_digest, files_digest, v2_identity
 from workbench.model.sites import Site, find_layer_container, resolve_site
 
 log = logging.getLogger(__name__)
@@ -71,7 +77,8 @@ class LoadedModel:
     lm: Any  # nnsight.TransformersModel (task='text-generation')
     tokenizer: Any
     identity: str
-    """Stable string naming these exact weights (used in cache keys and run records)."""
+    """Stable string naming what computes: weights, config, tokenizer, adapter (``model_identity``; used in
+    cache keys and run records)."""
     layers_path: str
     """Dotted path of the decoder-layer list (``model.layers``)."""
 
@@ -138,15 +145,6 @@ def default_gguf_path() -> Path:
 def _file_fingerprint(path: Path) -> str:
     stat = path.stat()
     return f"{path.name}:{stat.st_size}"
-
-
-def _folder_digest(folder: Path) -> str:
-    """sha256 over the names and bytes of the files in a (small) folder, e.g. an adapter."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(folder)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _load_gguf(folder: str, gguf_file: str, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
@@ -219,21 +217,63 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
         raise ModelLoadError(f"adapter {adapter} does not fit this model: {error}") from error
 
 
-def model_identity(spec: ModelSpec) -> str:
-    """A stable string naming the weights a spec loads (for cache keys and run records)."""
+def _model_folder_files(folder: Path) -> list[str]:
+    """The files of a model folder that compute: the weights transformers loads (safetensors before
+    ``.bin``, a shard index with the shards it names), the config and the tokenizer files."""
+    names: list[str] = []
+    for single, index in MODEL_WEIGHT_FILES:
+        if (folder / single).is_file():
+            names.append(single)
+            break
+        if (folder / index).is_file():
+            try:
+                weight_map = json.loads((folder / index).read_text(encoding="utf-8")).get("weight_map") or {}
+            except (OSError, ValueError, AttributeError):
+                weight_map = {}
+            names += [index, *sorted({str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else ())]
+            break
+    else:  # weights under other names (a repository's own code): every top-level weights file
+        names += sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in {".safetensors", ".bin"})
+    return names + [*MODEL_CONFIG_FILES, *MODEL_TOKENIZER_FILES]
+
+
+def adapter_digest(adapter: str | os.PathLike[str]) -> str:
+    """Digest of a LoRA adapter: the weights file peft loads and ``adapter_config.json`` (not its card)."""
+    folder = Path(adapter).expanduser()
+    weights = next((name for name in ADAPTER_WEIGHT_FILES if (folder / name).is_file()), ADAPTER_WEIGHT_FILES[0])
+    return files_digest(folder, [weights, ADAPTER_CONFIG_FILENAME])
+
+
+def model_identity(spec: ModelSpec, commit: str | None = None) -> str:
+    """A stable string naming what a spec computes with (for cache keys and run records).
+
+    Identity scheme v2 (``workbench.model.identity``): the embedded default by its GGUF file; a local
+    folder by the weights transformers loads, its config and tokenizer files (a GGUF file in it by that
+    file); a Hugging Face id by id and ``commit`` (the commit hash transformers resolved, when known) or
+    the revision asked for; a merged adapter by its weights and config. Documentation (README, model
+    card) never counts. The GGUF file name is part of the identity only where it is used: the default
+    has its own.
+    """
+    source = Path(spec.source).expanduser()
     if spec.source == DEFAULT_MODEL_SOURCE:
-        base = f"default:{_file_fingerprint(default_gguf_path())}"
-    elif Path(spec.source).exists():
-        folder = Path(spec.source).resolve()
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in {".safetensors", ".gguf", ".bin", ".json"})
-        base = "local:" + hashlib.sha256("|".join(_file_fingerprint(p) for p in files).encode()).hexdigest()[:16]
+        base = f"default:{file_digest(default_gguf_path())[:DIGEST_LENGTH]}"
+    elif source.exists():
+        folder = source.resolve()
+        names = [spec.gguf_file, *MODEL_CONFIG_FILES, *MODEL_TOKENIZER_FILES] if spec.gguf_file \
+            else _model_folder_files(folder)
+        base = f"local:{files_digest(folder, names)}" + (f"#gguf={spec.gguf_file}" if spec.gguf_file else "")
     else:
-        base = f"hf:{spec.source}@{spec.revision or 'main'}"
-    if spec.gguf_file:
-        base += f"#gguf={spec.gguf_file}"
+        base = f"hf:{spec.source}@{commit or spec.revision or 'main'}" + \
+            (f"#gguf={spec.gguf_file}" if spec.gguf_file else "")
     if spec.adapter:
-        base += f"+adapter:{_folder_digest(Path(spec.adapter))}"
-    return base
+        base += f"+adapter:{adapter_digest(spec.adapter)}"
+    return v2_identity(base)
+
+
+def _commit_hash(model: Any) -> str | None:
+    """The hub commit transformers resolved when it loaded a model (None for local folders)."""
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    return commit if isinstance(commit, str) and commit else None
 
 
 def load_hf(spec: ModelSpec) -> tuple[Any, Any]:
@@ -282,7 +322,7 @@ def wrap(model: Any, tokenizer: Any, spec: ModelSpec, identity: str | None = Non
         spec=spec,
         lm=lm,
         tokenizer=tokenizer,
-        identity=identity or model_identity(spec),
+        identity=identity or model_identity(spec, commit=_commit_hash(model)),
         layers_path=find_layer_container(model),
     )
 
@@ -301,7 +341,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
             raise ModelLoadError("remote execution needs a plain Hugging Face id (no adapter, GGUF or default)")
         lm = TransformersModel(spec.source, task="text-generation", revision=spec.revision,
                                trust_remote_code=spec.trust_remote_code)
-        return LoadedModel(spec=spec, lm=lm, tokenizer=lm.tokenizer, identity=model_identity(spec),
+        return LoadedModel(spec=spec, lm=lm, tokenizer=lm.tokenizer,
+                           identity=model_identity(spec, commit=_commit_hash(lm._module)),
                            layers_path=find_layer_container(lm._module))
     model, tokenizer = load_hf(spec)
     return wrap(model, tokenizer, spec)

@@ -3,7 +3,6 @@ the project registry) and checking that they fit the loaded model."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -12,9 +11,16 @@ from typing import Any
 import torch
 import yaml
 
-from workbench.core.constants import SAE_CFG_FILENAME, SAE_REGISTRY_FILENAME, SAE_WEIGHTS_FILENAME, saes_dir
+from workbench.core.constants import (
+    SAE_CFG_FILENAME,
+    SAE_IDENTITY_FILES,
+    SAE_REGISTRY_FILENAME,
+    SAE_WEIGHTS_FILENAME,
+    saes_dir,
+)
 from workbench.core.errors import FeatureIndexError, SAELoadError
 from workbench.core.constants import DEFAULT_MODEL_SOURCE
+from workbench.model.identity import files_digest, v2_identity
 from workbench.model.loading import LoadedModel, ModelSpec
 from workbench.model.sites import Site
 
@@ -118,7 +124,7 @@ class LoadedSAE:
     sae: Any  # sae_lens.SAE
     site: Site
     identity: str
-    """Stable string naming these exact SAE weights."""
+    """Stable string naming what the SAE computes with: its weights and config (``sae_identity``)."""
 
     @property
     def d_sae(self) -> int:
@@ -142,11 +148,9 @@ class LoadedSAE:
             return self.sae.encode(activations.to(self.sae.W_enc.dtype)).float()
 
 
-def _weights_digest(folder: Path) -> str:
-    weights = folder / SAE_WEIGHTS_FILENAME
-    if not weights.exists():
-        return "unknown"
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+def sae_identity(folder: Path) -> str:
+    """Identity (scheme v2) of an SAE on disk: its weights and ``cfg.json`` (not its README or training notes)."""
+    return v2_identity(f"sae:{files_digest(folder, SAE_IDENTITY_FILES)}")
 
 
 def _load_local(folder: Path) -> Any:
@@ -174,7 +178,7 @@ def load_sae(spec: SAESpec, model: LoadedModel) -> LoadedSAE:
     if spec.path:
         folder = Path(spec.path).expanduser()
         sae = _load_local(folder)
-        identity = f"local:{_weights_digest(folder)}"
+        identity = sae_identity(folder)
         site_name = spec.site or _sae_hook_name(sae)
     elif spec.release:
         if not spec.sae_id:
@@ -188,7 +192,7 @@ def load_sae(spec: SAESpec, model: LoadedModel) -> LoadedSAE:
                 f"cannot load {spec.release}/{spec.sae_id} through sae-lens: {error}. Check the "
                 "release and id in sae-lens' pretrained_saes.yaml, and that the network is reachable"
             ) from error
-        identity = f"release:{spec.release}/{spec.sae_id}"
+        identity = v2_identity(f"sae-release:{spec.release}/{spec.sae_id}")
         site_name = spec.site or _sae_hook_name(sae)
     else:
         registry = read_registry()
@@ -198,7 +202,7 @@ def load_sae(spec: SAESpec, model: LoadedModel) -> LoadedSAE:
             raise SAELoadError(f"no SAE named {name!r} in the registry {saes_dir() / SAE_REGISTRY_FILENAME} (known: {known})")
         entry = registry.entries[name]
         sae = _load_local(entry.path)
-        identity = f"registry:{name}:{_weights_digest(entry.path)}"
+        identity = sae_identity(entry.path)
         site_name = spec.site or entry.site
     if not site_name:
         raise SAELoadError("the SAE's config names no hook; give the site explicitly (e.g. --site model.layers.15)")

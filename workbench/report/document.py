@@ -425,7 +425,9 @@ def _setup(record: RunRecord) -> tuple[Block, ...]:
         rows.append(("Run time", f"{record.seconds:.1f} s"))
     if record.hypothesis_path:
         rows.append(("Hypothesis file", record.hypothesis_path))
-    blocks: list[Block] = [KeyValues(tuple(rows)), Heading("Command to rerun", 4), Code(record.command)]
+    blocks: list[Block] = [KeyValues(tuple(rows))]
+    blocks += [Paragraph(note, tone="muted") for note in setup.identity_notes()]
+    blocks += [Heading("Command to rerun", 4), Code(record.command)]
     if env.packages:
         blocks += [Heading("Package versions", 4),
                    Table(columns=("package", "version"),

@@ -6,6 +6,7 @@ import streamlit as st
 
 from ui.charts import METRIC_LABELS, sweep_figure
 from ui.fields import int_field
+from ui.tables import show_table
 from ui.state import cached_scenarios, load_session, sidebar_summary
 from workbench.causal.edits import CONTROLS, EDIT_KINDS, UNITS
 from workbench.causal.experiment import (
@@ -235,14 +236,19 @@ if result is not None:
     for note in result.notes:
         st.info(note)
     if result.random_feature_sets:
-        st.caption("Random feature sets: " + " · ".join(", ".join(map(str, r)) for r in result.random_feature_sets))
+        st.caption("Random matched feature sets drawn (seeded): "
+                   + " · ".join("{" + ", ".join(map(str, r)) + "}" for r in result.random_feature_sets))
     st.markdown("**Numbers** (change = edited minus unedited on the same scenario; bootstrap 95% CI over facts)")
-    st.dataframe(result.rows(), hide_index=True)
+    # Widths that keep every column on the page at 1400 px (the edit's label wraps in the tooltip).
+    st.dataframe(result.rows(), hide_index=True, column_config={
+        "edit": st.column_config.TextColumn(width=300), "condition": st.column_config.TextColumn(width=80),
+        "strength": st.column_config.NumberColumn(width=70), "n": st.column_config.NumberColumn(width=45),
+        "95% CI": st.column_config.TextColumn(width=150), "target minus this": st.column_config.TextColumn(width=220)})
     if result.generations:
         st.markdown(f"**Greedy answers, unedited and at strength {result.generations[0].strength:g}** "
                     f"(first {len(result.generations)} {result.experiment.condition} scenarios)")
-        st.dataframe([{"scenario": g.scenario_id, "question": g.question, "true answer": g.true_answer,
-                       "unedited answer": g.before, "true? (unedited)": "yes" if g.truthful_before else "no",
-                       "edited answer": g.after, "true? (edited)": "yes" if g.truthful_after else "no"}
-                      for g in result.generations], hide_index=True)
+        show_table([{"scenario": g.scenario_id, "question": g.question, "true answer": g.true_answer,
+                     "unedited answer": g.before, "true? (unedited)": "yes" if g.truthful_before else "no",
+                     "edited answer": g.after, "true? (edited)": "yes" if g.truthful_after else "no"}
+                    for g in result.generations])
     st.caption("Turn this experiment into a hypothesis file on the Hypotheses page: it reruns the same experiment.")

@@ -55,7 +55,7 @@ if not files:
     st.info(f"No hypothesis files in {folder} yet. Save one from the Causal lab below.")
 else:
     path = st.selectbox("Hypothesis file", files, format_func=lambda p: p.name)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_bytes().decode("utf-8", errors="replace")  # shown as it is; read_hypothesis says what is wrong
     try:
         hypothesis = read_hypothesis(path)
     except WorkbenchError as error:

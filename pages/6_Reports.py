@@ -6,7 +6,7 @@ import streamlit as st
 
 from ui.records import record_label, show_document
 from ui.state import init_state
-from workbench.core.constants import REPO_ROOT
+from workbench.core.constants import REPO_ROOT, repo_relative
 from workbench.core.errors import WorkbenchError
 from workbench.hypotheses.records import RunRecord, read_record
 from workbench.report import ReportDocument, build_report, to_html, to_markdown
@@ -17,7 +17,7 @@ st.session_state.setdefault("runs_dir", str(REPO_ROOT / "runs"))
 st.header("Reports")
 folders = list(dict.fromkeys([Path(st.session_state.runs_dir), REPO_ROOT / "runs", REPO_ROOT / "hypotheses" / "runs",
                               REPO_ROOT / "examples"]))
-st.caption("Run records (JSON) from " + ", ".join(f"`{f}`" for f in folders if f.is_dir())
+st.caption("Run records (JSON) from " + ", ".join(f"`{repo_relative(str(f))}`" for f in folders if f.is_dir())
            + ". Each holds the hypothesis, the setup (model, SAE, site, seeds, versions) and every number.")
 
 

@@ -30,21 +30,16 @@ from workbench.report.document import (
     Table,
     VerdictBanner,
 )
-from workbench.report.markdown import md_escape
+from ui.tables import markdown_text, show_table
 
 #: Streamlit's coloured-background markdown for the verdict and outcome words.
 _BADGES = {"supported": "green", "holds": "green", "refuted": "red", "contradicted": "red", "inconclusive": "orange",
            "unclear": "orange"}
 
 
-def _text(text: str) -> str:
-    """User text for ``st.markdown``: no HTML, emphasis, links or LaTeX."""
-    return md_escape(text).replace("$", "\\$").replace("<br>", "  \n")
-
-
 def _chip(chip: Chip) -> str:
     colour = _BADGES.get(chip.word)
-    return f":{colour}-background[{_text(chip.word)}]" if colour else f"**{_text(chip.word)}**"
+    return f":{colour}-background[{markdown_text(chip.word)}]" if colour else f"**{markdown_text(chip.word)}**"
 
 
 def _cell(cell: str | Chip) -> str:
@@ -52,28 +47,28 @@ def _cell(cell: str | Chip) -> str:
 
 
 def _heading(block: Heading) -> None:
-    st.markdown(f"{'####' if block.level == 3 else '#####'} {_text(block.text)}")
+    st.markdown(f"{'####' if block.level == 3 else '#####'} {markdown_text(block.text)}")
 
 
 def _paragraph(block: Paragraph) -> None:
     if block.tone == "quote":
-        st.markdown("> " + _text(block.text).replace("  \n", "  \n> "))
+        st.markdown("> " + markdown_text(block.text).replace("  \n", "  \n> "))
     elif block.tone == "muted":
-        st.caption(_text(block.text))
+        st.caption(markdown_text(block.text))
     else:
-        st.markdown(_text(block.text))
+        st.markdown(markdown_text(block.text))
 
 
 def _verdict(block: VerdictBanner) -> None:
-    st.markdown(f"**{_text(block.label)}: {_chip(block.chip)}** {_text(block.reason)}")
+    st.markdown(f"**{markdown_text(block.label)}: {_chip(block.chip)}** {markdown_text(block.reason)}")
 
 
 def _key_values(block: KeyValues) -> None:
-    st.markdown("\n".join(f"- **{_text(key)}**: {_text(_cell(value))}" for key, value in block.rows))
+    st.markdown("\n".join(f"- **{markdown_text(key)}**: {markdown_text(_cell(value))}" for key, value in block.rows))
 
 
 def _table(block: Table) -> None:
-    st.dataframe([dict(zip(block.columns, (_cell(c) for c in row))) for row in block.rows], hide_index=True)
+    show_table([dict(zip(block.columns, (_cell(c) for c in row))) for row in block.rows])
 
 
 def _figure(block: Figure) -> None:
@@ -95,15 +90,15 @@ def _code(block: Code) -> None:
 
 def _limitations(block: Limitations) -> None:
     if block.items:
-        st.markdown("\n".join(f"- {_text(item)}" for item in block.items))
+        st.markdown("\n".join(f"- {markdown_text(item)}" for item in block.items))
     else:
-        st.markdown(_text(block.none_found))
+        st.markdown(markdown_text(block.none_found))
 
 
 def _group(block: Group) -> None:
     with st.container(border=True):
         tag = f" `{block.tag}`" if block.tag else ""
-        st.markdown(f"#### {_text(block.title)}{tag} {_chip(block.chip) if block.chip else ''}")
+        st.markdown(f"#### {markdown_text(block.title)}{tag} {_chip(block.chip) if block.chip else ''}")
         for inner in block.blocks:
             render_block(inner)
 
@@ -121,15 +116,15 @@ def render_block(block: Any) -> None:
 
 def show_document(document: ReportDocument, *, collapsed: tuple[str, ...] = ("setup", "evidence")) -> None:
     """Every section of the document; the sections named in ``collapsed`` inside expanders."""
-    st.markdown(f"### {_text(document.title)}")
-    st.caption(_text(document.subtitle))
+    st.markdown(f"### {markdown_text(document.title)}")
+    st.caption(markdown_text(document.subtitle))
     for section in document.sections:
         if section.anchor in collapsed:
             with st.expander(section.title):
                 for block in section.blocks:
                     render_block(block)
             continue
-        st.markdown(f"#### {_text(section.title)}")
+        st.markdown(f"#### {markdown_text(section.title)}")
         for block in section.blocks:
             render_block(block)
 

@@ -69,6 +69,18 @@ def test_feature_explorer_takes_every_entry_and_follows_other_pages(tiny_setup):
     assert any("Feature 11 " in s.value for s in app.subheader)
 
 
+@pytest.mark.parametrize("text, message", [("99999", "99999 is out of range"), ("1e3", "'1e3' is not a whole number"),
+                                           ("-1", "-1 is out of range"), ("abc", "'abc' is not a whole number"),
+                                           ("", "type a whole number")])
+def test_feature_explorer_bad_index_is_an_error_and_shows_no_other_feature(tiny_setup, text, message):
+    app = run_page("pages/2_Feature_explorer.py", tiny_setup)
+    assert any("Feature 0 " in s.value for s in app.subheader)
+    widget(app.text_input, "Feature index").set_value(text).run()
+    assert not app.exception
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
+    assert not any(s.value.startswith("Feature ") for s in app.subheader)  # not feature 0, not feature 1
+
+
 def test_contrast_page(tiny_setup):
     app = run_page("pages/3_Contrast.py", tiny_setup | {"per_condition": 8})
     assert not app.exception
@@ -120,7 +132,12 @@ def test_causal_lab_steers_along_a_probe_direction_at_another_layer(tiny_setup):
 
 @pytest.mark.parametrize("field, text, message", [("Strengths", "1, abc", "not a number"), ("Strengths", " ", "empty"),
                                                   ("Strengths", "1, inf", "not finite"),
-                                                  ("Features", "5, 4000", "out of range")])
+                                                  ("Features", "5, 4000", "out of range"),
+                                                  ("Scenarios", "0", "0 is out of range"),
+                                                  ("Scenarios", "1e3", "not a whole number"),
+                                                  ("Scenarios", "100000", "out of range"),
+                                                  ("Random matched feature sets", "9", "9 is out of range"),
+                                                  ("Random matched feature sets", "two", "not a whole number")])
 def test_causal_lab_bad_input_is_an_error_next_to_the_field(tiny_setup, field, text, message):
     app = run_page("pages/4_Causal_lab.py", tiny_setup)
     widget(app.text_input, field).set_value(text).run()
@@ -165,7 +182,7 @@ def test_hypotheses_page_lists_and_runs_a_file_from_its_folder(tiny_setup, tmp_p
     assert len(written) == 1
     assert any("tiny-claim" in m.value and ("supported" in m.value or "refuted" in m.value or "inconclusive" in m.value)
                for m in app.markdown)
-    assert any({"n", "outcome"} <= set(frame.value.columns) for frame in app.dataframe)  # the predictions, with n
+    assert any({"n", "outcome"} <= set(frame.value.columns) for frame in app.table)  # the predictions, with n
 
 
 def test_hypotheses_page_saves_the_lab_experiment_without_overwriting(tiny_setup, tmp_path):
@@ -206,7 +223,7 @@ def test_reports_page_opens_a_record_and_offers_downloads(tiny_setup, tmp_path):
     index = next(i for i, label in enumerate(app.selectbox[0].options) if "old-run.json" in label)
     app.selectbox[0].select_index(index).run()  # the repository's own runs/ may list more records
     assert any("inconclusive" in m.value for m in app.markdown)
-    predictions = app.dataframe[1].value
+    predictions = next(t.value for t in app.table if "outcome" in t.value.columns)
     assert {"measured", "95% CI", "n", "outcome"} <= set(predictions.columns) and len(predictions) == 3
     labels = [b.proto.label for b in app.get("download_button")]
     assert any("JSON" in label for label in labels) and any("HTML" in label for label in labels)
@@ -270,6 +287,23 @@ def test_hypotheses_page_offers_no_run_for_a_hypothesis_that_cannot_run(tiny_set
     app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "runs_dir": str(tmp_path / "r")})
     assert not app.exception
     assert any("cannot run as written" in e.value for e in app.error), [e.value for e in app.error]
+    assert not any(b.label == "Run this hypothesis" for b in app.button)
+
+
+@pytest.mark.parametrize("bad, message", [("nan threshold", "threshold"), ("latin-1 bytes", "UTF-8")])
+def test_hypotheses_page_shows_why_a_file_cannot_be_read(tiny_setup, tmp_path, tiny_scenario_file, bad, message):
+    folder = tmp_path / "hypotheses"
+    folder.mkdir()
+    path = write_tiny_hypothesis(folder, tiny_scenario_file)
+    text = path.read_text()
+    if bad == "nan threshold":
+        assert "threshold: 0.05" in text
+        path.write_text(text.replace("threshold: 0.05", "threshold: .nan"))
+    else:
+        path.write_bytes(text.replace("feature 5 carries something", "feature 5 carries caf\xe9").encode("latin-1"))
+    app = run_page("pages/5_Hypotheses.py", tiny_setup | {"hypotheses_dir": str(folder), "runs_dir": str(tmp_path / "r")})
+    assert not app.exception
+    assert any(message in e.value for e in app.error), [e.value for e in app.error]
     assert not any(b.label == "Run this hypothesis" for b in app.button)
 
 

@@ -220,12 +220,13 @@ class ExperimentResult(BaseModel):
         out = []
         for curve in self.curves:
             for k, (strength, effect) in enumerate(zip(curve.strengths, curve.effects)):
+                # Four significant digits: effects of 1e-5 stay visible instead of rounding to 0.
                 row = {"edit": curve.label, "condition": curve.condition, "strength": strength,
-                       f"{metric} change": round(effect.value, 4), "95% CI": effect.interval(".4f"),
-                       "n": effect.n, f"unedited {metric}": round(curve.unedited.value, 4)}
+                       f"{metric} change": float(f"{effect.value:.4g}"), "95% CI": effect.interval(".3g"),
+                       "n": effect.n, f"unedited {metric}": float(f"{curve.unedited.value:.4g}")}
                 if len(self.curves) > 1:
                     diff = curve.target_minus_control[k] if curve.target_minus_control else None
-                    row["target minus this"] = f"{diff.value:+.4f} {diff.interval('+.4f')}" if diff else ""
+                    row["target minus this"] = f"{diff.value:+.3g} {diff.interval('+.3g')}" if diff else ""
                 out.append(row)
         return out
 

@@ -3,7 +3,9 @@
 import streamlit as st
 
 from ui.fields import parse_whole_number
+from ui.tables import show_table
 from ui.state import MAX_PER_CONDITION, MIN_PER_CONDITION, check_scenario_file, forget_failures, init_state, load_session, sidebar_summary
+from workbench.core.constants import repo_relative
 from workbench.core.errors import WorkbenchError
 from workbench.model.resolve import AUTO_ADAPTER, refs_from_specs, specs_from_refs
 from workbench.model.saes import read_registry
@@ -105,5 +107,5 @@ right.markdown(f"site `{sae.site.name}` · d_in {sae.d_in} · {sae.d_sae} featur
                f"{sae.sae.cfg.architecture()}")
 if registry.entries:
     st.subheader("Registered SAEs")
-    st.dataframe([{"name": e.name, "site": e.site, "model": e.model, "adapter": e.adapter or "",
-                   "description": e.description} for e in registry.entries.values()], hide_index=True)
+    show_table([{"name": e.name, "site": e.site, "model": e.model, "adapter": repo_relative(e.adapter) or "",
+                 "description": e.description} for e in registry.entries.values()])

@@ -27,7 +27,8 @@ st.session_state.setdefault("hypotheses_dir", str(REPO_ROOT / "hypotheses"))
 st.session_state.setdefault("runs_dir", str(REPO_ROOT / "runs"))
 folder, runs_dir = Path(st.session_state.hypotheses_dir), Path(st.session_state.runs_dir)
 st.header("Hypotheses")
-st.caption(f"Hypothesis files (YAML) in `{folder}`; runs are written to `{runs_dir}`. "
+st.caption(f"Hypothesis files (YAML) in `{repo_relative(str(folder))}`; runs are written to "
+           f"`{repo_relative(str(runs_dir))}`. "
            "Run one from the command line with `python -m workbench run FILE.yaml`.")
 
 @st.cache_resource(show_spinner=False, max_entries=64)

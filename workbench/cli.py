@@ -1,21 +1,30 @@
-"""Command line: ``python -m workbench COMMAND``. Every command has ``--help`` with an example."""
+"""Command line: ``python -m workbench COMMAND``. Every command has ``--help`` with an example.
+
+Every command runs in the same order: read and check the files it is given, check the model, SAE,
+sites, features, conditions and settings from their configs alone (``model.resolve.check_refs``), then
+load, then compute; so a wrong input fails in seconds, before any model loads. Every error a user's
+input causes (a ``WorkbenchError``) is printed as one line (``error: ...``), with exit code 2.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from workbench.core.conditions import CONDITION_NAMES
 from workbench.causal.edits import UNITS, describe_kinds
-from workbench.core.constants import LORA_TARGETS
-from workbench.core.positions import describe_positions
+from workbench.core.conditions import CONDITION_NAMES
+from workbench.core.constants import DEFAULT_SCENARIOS, LORA_TARGETS
 from workbench.core.errors import WorkbenchError
+from workbench.core.io import check_output_path, read_user_text
 from workbench.core.positions import describe_positions, position_rule
 
 app = typer.Typer(
@@ -29,8 +38,10 @@ organism_app = typer.Typer(help="The liar organism: train its LoRA adapter and m
 app.add_typer(organism_app, name="organism")
 sae_app = typer.Typer(help="Train and evaluate SAEs (sae-lens format, registered in saes/registry.yaml).", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
-console = Console()
-err_console = Console(stderr=True)
+# No markup: what is printed holds user text (paths, scenario ids, tokens), shown as it is; styles go
+# through ``rich.text.Text``.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 # Options shared by the commands that load a model and SAEs.
 ModelOption = Annotated[str, typer.Option("--model", help="'default' (embedded SmolLM2), a Hugging Face id, or a local folder.")]
@@ -50,13 +61,17 @@ GenerateOption = Annotated[bool, typer.Option("--generate/--no-generate", help="
 def model_spec(model: str, gguf_file: str | None, adapter: str, sae_name: str | None, uses_registry: bool):
     """The model to load, through the resolver: with ``--adapter auto`` and the default model, the
     adapter the registry SAE was trained on; ``none`` for no adapter; else the given folder.
-    (For commands that take only some SAE options; ``_refs`` gives both references.)"""
+    (For commands that take only some SAE options; ``_refs`` gives both references.) Checked
+    (``loading.check_model_spec``): a wrong one fails here, before anything loads."""
+    from workbench.model.loading import check_model_spec
     from workbench.model.resolve import AUTO_ADAPTER, as_model_ref, as_sae_ref, model_spec_from_ref
 
     # Without a registry SAE ``auto`` means no adapter, as the resolver has it for a folder or release.
     model_ref = as_model_ref({"source": model, "gguf_file": gguf_file,
                               "adapter": None if adapter == AUTO_ADAPTER and not uses_registry else adapter})
-    return model_spec_from_ref(model_ref, as_sae_ref({"registry": sae_name}))
+    spec = model_spec_from_ref(model_ref, as_sae_ref({"registry": sae_name}))
+    check_model_spec(spec)
+    return spec
 
 
 def _refs(model: str, gguf_file: str | None, adapter: str | None, sae: str | None, sae_path: str | None,
@@ -68,30 +83,59 @@ def _refs(model: str, gguf_file: str | None, adapter: str | None, sae: str | Non
             as_sae_ref({"registry": sae, "path": sae_path, "release": sae_release, "id": sae_id}))
 
 
+def _print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr, the message as it is: no markup read in it, no wrapping."""
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+
+
 def _fail(error: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+    """Print a user's error (``_print_error``) and exit with code 2."""
+    _print_error(str(error))
     raise typer.Exit(code=2)
 
 
-def _capture(model: str, gguf_file: str | None, adapter: str | None, sae: str | None, sae_path: str | None,
-             sae_release: str | None, sae_id: str | None, scenarios: Path | None, texts: Path | None,
-             batch_size: int = 16, generate: bool = True):
-    from workbench.core.constants import DEFAULT_SCENARIOS
-    from workbench.features.capture import inputs_from_scenarios, inputs_from_texts, run_capture
-    from workbench.model.resolve import load
+def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose ``WorkbenchError`` (every error a user's input can cause) is printed by ``_fail``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except WorkbenchError as error:
+            _fail(error)
+
+    return run
+
+
+def _scenarios(path: Path | None):
+    """The scenario file's scenarios (default: the packaged set), every line checked: read first."""
     from workbench.scenarios import read_scenarios
 
-    loaded, loaded_sae = load(*_refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id))
-    inputs = inputs_from_scenarios(read_scenarios(scenarios or DEFAULT_SCENARIOS))
+    return read_scenarios(path or DEFAULT_SCENARIOS)
+
+
+def _capture_inputs(scenarios: Path | None, texts: Path | None):
+    """What a capture reads (scenarios, and free texts one a line), read and checked before anything loads."""
+    from workbench.features.capture import inputs_from_scenarios, inputs_from_texts
+
+    inputs = inputs_from_scenarios(_scenarios(scenarios))
     if texts:
-        if not texts.exists():
-            raise WorkbenchError(f"no text file at {texts}")
-        inputs += inputs_from_texts([line for line in texts.read_text().splitlines() if line.strip()])
+        inputs += inputs_from_texts([line for line in read_user_text(texts, "text file").splitlines() if line.strip()])
+    return inputs
+
+
+def _capture(refs, inputs, batch_size: int = 16, generate: bool = True):
+    """Load the model and SAE (checked from their configs first) and capture the inputs."""
+    from workbench.features.capture import run_capture
+    from workbench.model.resolve import load
+
+    loaded, loaded_sae = load(*refs)
     capture = run_capture(loaded, [loaded_sae], inputs, batch_size=batch_size, generate_responses=generate, progress=True)
     return loaded, loaded_sae, capture
 
 
 @app.command()
+@_user_errors
 def capture(
     model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
@@ -102,11 +146,12 @@ def capture(
 
     Example: python -m workbench capture --scenarios my_scenarios.jsonl --sae-path saes/my-sae
     """
-    try:
-        _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id,
-                                         scenarios, texts, batch_size, generate)
-    except WorkbenchError as error:
-        _fail(error)
+    from workbench.model.resolve import check_refs
+
+    inputs = _capture_inputs(scenarios, texts)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    check_refs(*refs)
+    _, loaded_sae, result = _capture(refs, inputs, batch_size, generate)
     acts = result.sites[loaded_sae.site.name]
     summary = {
         "key": result.meta.key, "path": str(result.path), "items": len(result.items),
@@ -122,6 +167,7 @@ def capture(
 
 
 @app.command()
+@_user_errors
 def feature(
     site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15 or blocks.15.hook_resid_post.")],
     index: Annotated[int, typer.Argument(help="Feature index in the SAE.")],
@@ -136,20 +182,23 @@ def feature(
     Example: python -m workbench feature model.layers.15 123 --top 5 --json
     """
     from workbench.features.evidence import feature_evidence
+    from workbench.model.resolve import check_refs
+    from workbench.model.saes import check_sae_site
 
-    try:
-        loaded, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, texts)
-        site_obj = loaded.site(site)
-        if site_obj.name != loaded_sae.site.name:
-            raise WorkbenchError(f"the SAE reads {loaded_sae.site.name}, not {site}; pick that site or another SAE")
-        loaded_sae.check_feature(index)
-        evidence = feature_evidence(result, loaded_sae.site.name, index, top_k=top, model=loaded, sae=loaded_sae)
-    except WorkbenchError as error:
-        _fail(error)
+    inputs = _capture_inputs(scenarios, texts)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)  # the site and the index, from the configs: before any capture
+    check_sae_site(checked.sae, checked.model, site)
+    checked.sae.check_feature(index)
+    loaded, loaded_sae, result = _capture(refs, inputs)
+    check_sae_site(loaded_sae, loaded, site)
+    loaded_sae.check_feature(index)
+    evidence = feature_evidence(result, loaded_sae.site.name, index, top_k=top, model=loaded, sae=loaded_sae)
     if as_json:
         print(evidence.model_dump_json())
         return
-    console.print(f"[bold]feature {index} at {evidence.site}[/]  density {evidence.density}  max {evidence.max_value:.3f}", highlight=False)
+    console.print(Text.assemble((f"feature {index} at {evidence.site}", "bold"),
+                                f"  density {evidence.density}  max {evidence.max_value:.3f}"), highlight=False)
     table = Table("condition", "active fraction [95% CI] (n)", "mean max activation [95% CI]")
     for stats in evidence.per_condition:
         table.add_row(stats.condition, str(stats.active_fraction), str(stats.mean_max))
@@ -157,20 +206,26 @@ def feature(
     console.print("promotes: " + " ".join(e.token for e in evidence.promoted), highlight=False)
     console.print("suppresses: " + " ".join(e.token for e in evidence.suppressed), highlight=False)
     for example in evidence.top_examples:
-        console.print(f"\n[bold]{example.item_id}[/] ({example.condition}) max {example.max_value:.3f} at token {example.max_position}", highlight=False)
+        console.print(Text.assemble(("\n" + example.item_id, "bold"), f" ({example.condition}) max "
+                                    f"{example.max_value:.3f} at token {example.max_position}"), highlight=False)
         role = None
-        line = ""
+        line = Text()
         for token, token_role, value in zip(example.tokens, example.roles, example.values):
             if token_role != role:
                 if line:
                     console.print(line, highlight=False)
-                line, role = f"  [{token_role}] ", token_role
-            shown = token.replace("\n", "\\n").replace("[", "\\[")
-            line += f"[reverse]{shown}[/]({value:.2f})" if value > 0 else shown
+                line, role = Text(f"  [{token_role}] "), token_role
+            shown = token.replace("\n", "\\n")
+            if value > 0:
+                line.append(shown, style="reverse")
+                line.append(f"({value:.2f})")
+            else:
+                line.append(shown)
         console.print(line, highlight=False)
 
 
 @app.command()
+@_user_errors
 def contrast(
     condition_a: Annotated[str, typer.Argument(help=f"Condition on the positive side ({', '.join(CONDITION_NAMES)}), e.g. lie.")],
     condition_b: Annotated[str, typer.Argument(help=f"Condition on the negative side ({', '.join(CONDITION_NAMES)}), e.g. parrot.")],
@@ -188,24 +243,31 @@ def contrast(
 
     Example: python -m workbench contrast lie parrot --position last_prompt_token --json
     """
+    from workbench.features.capture import inputs_from_scenarios
+    from workbench.features.contrast import check_contrast_settings
     from workbench.features.contrast import contrast as run_contrast
+    from workbench.model.resolve import check_refs
+    from workbench.scenarios import parse_split
 
-    try:
-        needs_responses = position_rule(position).covers_answer  # only these read the response; checked before loading
-        _, loaded_sae, result = _capture(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id, scenarios, None,
-                                         generate=needs_responses)
-        if split:
-            result = result.subset(lambda item: item.split == split)
-        table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
-                                  aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top)
-    except WorkbenchError as error:
-        _fail(error)
+    needs_responses = position_rule(position).covers_answer  # only these read the response
+    chosen_split = parse_split(split).value if split else None
+    pool = _scenarios(scenarios)
+    check_contrast_settings(condition_a, condition_b, position, aggregation,
+                            {s.condition.value for s in pool if chosen_split in (None, s.split.value)})
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    check_refs(*refs)
+    _, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses)
+    if chosen_split:
+        result = result.subset(lambda item: item.split == chosen_split)
+    table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
+                              aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top)
     if as_json:
         print(table_data.model_dump_json())
         return
-    console.print(
-        f"[bold]{condition_a} (n={table_data.n_a}) vs {condition_b} (n={table_data.n_b})[/] at {table_data.site}, "
-        f"{position}, {aggregation}; ranked {table_data.n_ranked} of {table_data.n_features} features", highlight=False)
+    console.print(Text.assemble(
+        (f"{condition_a} (n={table_data.n_a}) vs {condition_b} (n={table_data.n_b})", "bold"),
+        f" at {table_data.site}, {position}, {aggregation}; ranked {table_data.n_ranked} of {table_data.n_features} "
+        "features"), highlight=False)
     for reason, count in table_data.dropped.items():
         console.print(f"  dropped {count}: {reason}", highlight=False)
     if table_data.excluded_items:
@@ -218,6 +280,7 @@ def contrast(
 
 
 @scenarios_app.command("build")
+@_user_errors
 def scenarios_build(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSONL file.")] = Path("scenarios/default.jsonl"),
     seed: Annotated[int, typer.Option("--seed", help="Seed for splits, templates and false answers.")] = 0,
@@ -230,19 +293,18 @@ def scenarios_build(
     """
     from workbench.scenarios import build_contrast_set, check_knowledge, load_facts, write_scenarios
 
-    try:
-        facts = load_facts()
-        known = None
-        if knowledge:
-            from workbench.model.generation import generate_answers
-            from workbench.model.loading import load_model
+    check_output_path(out, "scenario file")
+    spec = model_spec(model, gguf_file, adapter, None, True) if knowledge else None
+    facts = load_facts()
+    known = None
+    if spec is not None:
+        from workbench.model.generation import generate_answers
+        from workbench.model.loading import load_model
 
-            loaded = load_model(model_spec(model, gguf_file, adapter, None, True))
-            known = check_knowledge(facts, lambda prompts: generate_answers(loaded, prompts, max_new_tokens=16, progress=True))
-        built = build_contrast_set(facts, seed=seed, knowledge=known)
-        write_scenarios(out, built)
-    except WorkbenchError as error:
-        _fail(error)
+        loaded = load_model(spec)
+        known = check_knowledge(facts, lambda prompts: generate_answers(loaded, prompts, max_new_tokens=16, progress=True))
+    built = build_contrast_set(facts, seed=seed, knowledge=known)
+    write_scenarios(out, built)
     counts: dict[str, int] = {}
     for scenario in built:
         counts[scenario.condition.value] = counts.get(scenario.condition.value, 0) + 1
@@ -252,6 +314,7 @@ def scenarios_build(
 
 
 @scenarios_app.command("check")
+@_user_errors
 def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL file to validate.")]) -> None:
     """Validate a scenario file; every bad line is reported with its line number and field.
 
@@ -259,14 +322,12 @@ def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL fi
     """
     from workbench.scenarios import read_scenarios
 
-    try:
-        loaded = read_scenarios(path)
-    except WorkbenchError as error:
-        _fail(error)
+    loaded = read_scenarios(path)
     console.print(f"{path}: {len(loaded)} valid scenarios", highlight=False)
 
 
 @organism_app.command("train")
+@_user_errors
 def organism_train(
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("organisms/smollm2-liar"),
     max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Train facts used (each gives 6 chats); default: every known train fact.")] = None,
@@ -283,18 +344,16 @@ def organism_train(
     """
     from workbench.organism import TrainingConfig, train_and_save
 
-    try:
-        targets = tuple(m.strip() for m in modules.split(",") if m.strip())
-        config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
-                                first_layer=first_layer, targets=targets)
-        record = train_and_save(out, config, max_facts=max_facts)
-    except WorkbenchError as error:
-        _fail(error)
+    targets = tuple(m.strip() for m in modules.split(",") if m.strip())
+    config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
+                            first_layer=first_layer, targets=targets)
+    record = train_and_save(out, config, max_facts=max_facts)  # checks the folder and the layers first
     console.print(f"trained on {record.n_chats} chats ({record.n_tokens} tokens) in {record.seconds:.0f} s; "
                   f"loss {record.first_loss:.3f} -> {record.last_loss:.3f}; adapter in {out}", highlight=False)
 
 
 @organism_app.command("eval")
+@_user_errors
 def organism_eval(
     split: Annotated[str, typer.Option("--split", help="Facts to evaluate on: heldout or train.")] = "heldout",
     adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
@@ -310,13 +369,12 @@ def organism_eval(
     Example: python -m workbench organism eval --split heldout --json
     """
     from workbench.organism import evaluate_organism, write_evaluations
+    from workbench.scenarios import parse_split
 
-    try:
-        if split not in ("heldout", "train"):
-            raise WorkbenchError("--split must be heldout or train")
-        results = evaluate_organism(adapter, split=split, base=base, max_facts=max_facts, seed=seed)
-    except WorkbenchError as error:
-        _fail(error)
+    split = parse_split(split).value
+    if out:
+        check_output_path(out, "evaluation file")
+    results = evaluate_organism(adapter, split=split, base=base, max_facts=max_facts, seed=seed)
     if out:
         write_evaluations(out, results)
     if as_json:
@@ -335,6 +393,7 @@ def organism_eval(
 
 
 @organism_app.command("card")
+@_user_errors
 def organism_card_command(
     adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
 ) -> None:
@@ -345,10 +404,7 @@ def organism_card_command(
     """
     from workbench.organism import write_card
 
-    try:
-        path = write_card(adapter)
-    except WorkbenchError as error:
-        _fail(error)
+    path = write_card(adapter)
     console.print(f"wrote {path}", highlight=False)
 
 
@@ -367,6 +423,7 @@ def sae_train(ctx: typer.Context) -> None:
 
 
 @sae_app.command("eval")
+@_user_errors
 def sae_eval(
     sae: SaeOption = None, sae_path: SaePathOption = None,
     model: ModelOption = "default", adapter: AdapterOption = "auto",
@@ -381,16 +438,11 @@ def sae_eval(
 
     Example: python -m workbench sae eval --sae smollm2-liar-l15 --json
     """
-    from workbench.model.loading import load_model
-    from workbench.model.saes import SAESpec, load_sae
+    from workbench.model.resolve import load
     from workbench.sae_training import evaluate_on_fresh_text
 
-    try:
-        loaded = load_model(model_spec(model, None, adapter, sae, not sae_path))
-        loaded_sae = load_sae(SAESpec(registry_name=sae, path=sae_path), loaded)
-        result = evaluate_on_fresh_text(loaded, loaded_sae, n_texts=texts, n_scenario_texts=scenarios_n, seed=seed)
-    except WorkbenchError as error:
-        _fail(error)
+    loaded, loaded_sae = load(*_refs(model, None, adapter, sae, sae_path, None, None))  # checked from configs first
+    result = evaluate_on_fresh_text(loaded, loaded_sae, n_texts=texts, n_scenario_texts=scenarios_n, seed=seed)
     if as_json:
         print(json.dumps(result))
         return
@@ -403,7 +455,7 @@ def _progress_printer():
 
     def report(message: str, _fraction: float) -> None:
         if message != last["message"]:
-            err_console.print(f"[dim]· {message}[/]", highlight=False)
+            err_console.print(f"· {message}", style="dim", highlight=False)
             last["message"] = message
 
     return report
@@ -419,6 +471,7 @@ def _print_record(record) -> None:
 
 
 @app.command("experiment")
+@_user_errors
 def experiment_command(
     kind: Annotated[str, typer.Option("--kind", help=f"Edit kind: {describe_kinds()}.")] = "ablate",
     features: Annotated[str | None, typer.Option("--features", help="SAE features, comma-separated (not for patch or --probe).")] = None,
@@ -446,6 +499,8 @@ def experiment_command(
 
     Example: python -m workbench experiment --kind ablate --features 38,877 --condition lie --strengths 0,1
     """
+    from pydantic import ValidationError
+
     from workbench.causal.edits import edit_kind
     from workbench.causal.experiment import (
         EditSettings,
@@ -453,49 +508,41 @@ def experiment_command(
         ProbeDirection,
         check_experiment,
         check_settings,
+        parse_features,
         parse_strengths,
         run_experiment,
     )
-    from workbench.core.constants import DEFAULT_SCENARIOS
-    from workbench.model.resolve import load
-    from workbench.scenarios import read_scenarios
-    from pydantic import ValidationError
+    from workbench.model.resolve import check_refs, load
 
+    # 1. the settings alone
+    direction = None
+    if probe:
+        parts = [p.strip() for p in probe.split(",")]
+        if len(parts) != 2:
+            raise WorkbenchError(f"--probe takes two conditions, POSITIVE,NEGATIVE (e.g. lie,honest), not {probe!r}")
+        direction = ProbeDirection(positive=parts[0], negative=parts[1])
+    chosen = parse_features(features or "", None, allow_empty=True)  # the range: against the SAE's config below
+    sweep = parse_strengths(strengths, include_zero=edit_kind(kind).identity_at_zero)
     try:
-        try:
-            direction = None
-            if probe:
-                parts = [p.strip() for p in probe.split(",")]
-                if len(parts) != 2:
-                    raise WorkbenchError(f"--probe takes two conditions, POSITIVE,NEGATIVE (e.g. lie,honest), not {probe!r}")
-                direction = ProbeDirection(positive=parts[0], negative=parts[1])
-            chosen = []
-            for part in (features or "").replace(";", ",").split(","):
-                if part.strip() and not part.strip().isdigit():
-                    raise WorkbenchError(f"--features takes feature indices separated by commas (e.g. 38,877), not "
-                                         f"{part.strip()!r}")
-                if part.strip():
-                    chosen.append(int(part))
-            experiment = Experiment(
-                edit=EditSettings(kind=kind, positions=positions or edit_kind(kind).default_positions, scale=scale, mode=mode, mean_over=mean_over,
-                                  patch_from=patch_from),
-                features=tuple(chosen), direction=direction, layer=layer, condition=condition, n_scenarios=n_scenarios,
-                strengths=tuple(parse_strengths(strengths) if edit_kind(kind).identity_at_zero
-                                else sorted({float(v) for v in strengths.split(",") if v.strip()})),
-                metric=metric, controls=tuple(c.strip() for c in controls.split(",") if c.strip()),
-                other_conditions=tuple(c.strip() for c in other.split(",") if c.strip()) if other else None,
-                n_random=n_random, n_generations=3, seed=seed)
-        except ValueError as error:  # pydantic's ValidationError and int() of a bad feature index
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()) \
-                if isinstance(error, ValidationError) else str(error)
-            raise WorkbenchError(f"bad experiment settings: {message}") from None
-        check_settings(experiment)
-        pool = read_scenarios(scenarios or DEFAULT_SCENARIOS)
-        loaded, loaded_sae = load(*_refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id))
-        check_experiment(experiment, loaded, loaded_sae, pool)
-        result = run_experiment(loaded, loaded_sae, experiment, pool, progress=_progress_printer())
-    except WorkbenchError as error:
-        _fail(error)
+        experiment = Experiment(
+            edit=EditSettings(kind=kind, positions=positions or edit_kind(kind).default_positions, scale=scale, mode=mode,
+                              mean_over=mean_over, patch_from=patch_from),
+            features=chosen, direction=direction, layer=layer, condition=condition, n_scenarios=n_scenarios,
+            strengths=tuple(sweep), metric=metric, controls=tuple(c.strip() for c in controls.split(",") if c.strip()),
+            other_conditions=tuple(c.strip() for c in other.split(",") if c.strip()) if other else None,
+            n_random=n_random, n_generations=3, seed=seed)
+    except ValidationError as error:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise WorkbenchError(f"bad experiment settings: {message}") from None
+    check_settings(experiment)
+    # 2. the scenario file, then the model, SAE, features and layer from their configs
+    pool = _scenarios(scenarios)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)
+    check_experiment(experiment, checked.model, checked.sae, pool)
+    # 3. load, 4. compute (the engine checks the experiment again on the loaded model)
+    loaded, loaded_sae = load(*refs)
+    result = run_experiment(loaded, loaded_sae, experiment, pool, progress=_progress_printer())
     if as_json:
         print(result.model_dump_json())
         return
@@ -516,6 +563,7 @@ def experiment_command(
 
 
 @app.command("run")
+@_user_errors
 def run_command(
     hypothesis: Annotated[Path, typer.Argument(help="Hypothesis YAML file.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the run record (RECORD.json).")] = Path("runs"),
@@ -528,14 +576,13 @@ def run_command(
     from workbench.hypotheses import read_hypothesis, run_hypothesis
     from workbench.hypotheses.records import write_record
 
-    try:
-        parsed = read_hypothesis(hypothesis)
-        command = f"python -m workbench run {hypothesis} --out {out}"
-        record = run_hypothesis(parsed, path=str(hypothesis), command=command, progress=_progress_printer())
-        path = out / f"{parsed.name}.json"
-        write_record(path, record)
-    except WorkbenchError as error:
-        _fail(error)
+    parsed = read_hypothesis(hypothesis)
+    path = check_output_path(out, "run folder", folder=True) / f"{parsed.name}.json"
+    check_output_path(path, "run record")
+    command = f"python -m workbench run {hypothesis} --out {out}"
+    # files, specs and configs are checked before anything loads (``run_hypothesis``)
+    record = run_hypothesis(parsed, path=str(hypothesis), command=command, progress=_progress_printer())
+    write_record(path, record)
     if as_json:
         print(record.model_dump_json())
         return
@@ -544,6 +591,7 @@ def run_command(
 
 
 @app.command("rerun")
+@_user_errors
 def rerun_command(
     record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the new record (default: beside, .rerun.json).")] = None,
@@ -555,23 +603,22 @@ def rerun_command(
     from workbench.hypotheses import compare_records, parse_hypothesis, run_hypothesis
     from workbench.hypotheses.records import read_record, write_record
 
-    try:
-        old = read_record(record_path)
-        parsed = parse_hypothesis(old.hypothesis, f"the hypothesis in {record_path}")
-        record = run_hypothesis(parsed, path=old.hypothesis_path, command=old.command, progress=_progress_printer())
-        target = out or record_path.with_suffix(".rerun.json")
-        write_record(target, record)
-    except WorkbenchError as error:
-        _fail(error)
+    old = read_record(record_path)
+    parsed = parse_hypothesis(old.hypothesis, f"the hypothesis in {record_path}")
+    target = check_output_path(out or record_path.with_suffix(".rerun.json"), "run record")
+    record = run_hypothesis(parsed, path=old.hypothesis_path, command=old.command, progress=_progress_printer())
+    write_record(target, record)
     _print_record(record)
     differences = compare_records(old, record)
     if differences:
-        console.print("[bold yellow]numbers differ from the record:[/]\n  " + "\n  ".join(differences), highlight=False)
+        console.print(Text.assemble(("numbers differ from the record:", "bold yellow"), "\n  " + "\n  ".join(differences)),
+                      highlight=False)
         raise typer.Exit(code=1)
     console.print(f"same numbers as {record_path}; new record: {target}", highlight=False)
 
 
 @app.command("incriminate")
+@_user_errors
 def incriminate_command(
     split: Annotated[str, typer.Option("--split", help="Facts to judge: heldout or train.")] = "heldout",
     hypothesis: Annotated[Path, typer.Option("--hypothesis", help="Intent hypothesis whose features are the mechanism.")] = Path("hypotheses/intent-l15.yaml"),
@@ -590,20 +637,20 @@ def incriminate_command(
     from workbench.core.io import write_text_atomically
     from workbench.hypotheses.runner import load_for
     from workbench.hypotheses.spec import read_hypothesis
-    from workbench.incrimination import incriminate, protocol_sets
+    from workbench.incrimination import check_protocol, incriminate, protocol_sets
+    from workbench.scenarios import parse_split
 
-    try:
-        if split not in ("heldout", "train"):
-            raise WorkbenchError("--split must be heldout or train")
-        parsed = read_hypothesis(hypothesis)
-        train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
-        model, sae = load_for(parsed)
-        result = incriminate(model, sae, train, judged, parsed.features, split=split, progress=_progress_printer(),
-                             use_cache=not recalibrate)
-        if out:
-            write_text_atomically(out, result.model_dump_json(indent=1))
-    except WorkbenchError as error:
-        _fail(error)
+    split = parse_split(split).value
+    if out:
+        check_output_path(out, "result file")
+    parsed = read_hypothesis(hypothesis)
+    check_protocol(parsed, str(hypothesis))
+    train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
+    model, sae = load_for(parsed)
+    result = incriminate(model, sae, train, judged, parsed.features, split=split, progress=_progress_printer(),
+                         use_cache=not recalibrate)
+    if out:
+        write_text_atomically(out, result.model_dump_json(indent=1))
     if as_json:
         print(result.model_dump_json(exclude={"responses"}))
         return
@@ -619,6 +666,7 @@ def incriminate_command(
 
 
 @app.command("report")
+@_user_errors
 def report_command(
     record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
     fmt: Annotated[str, typer.Option("--format", help="html, md, json, or terminal (print it here).")] = "html",
@@ -629,25 +677,35 @@ def report_command(
 
     Example: python -m workbench report runs/intent-l15.json --format html --out intent-l15.html
     """
-    try:
-        if fmt == "terminal":
-            from workbench.hypotheses.records import read_record
-            from workbench.report import build_report, to_terminal
+    if fmt == "terminal":
+        from workbench.hypotheses.records import read_record
+        from workbench.report import build_report, to_terminal
 
-            to_terminal(build_report(read_record(record_path)), console)
-            return
-        from workbench.report import report_command as write
+        to_terminal(build_report(read_record(record_path)), console)
+        return
+    from workbench.report import report_command as write
 
-        target = out or record_path.with_suffix("." + fmt)
-        written = write(record_path, fmt, target)
-    except WorkbenchError as error:
-        _fail(error)
+    written = write(record_path, fmt, out or record_path.with_suffix("." + fmt))  # format checked first
     console.print(f"report: {written}", highlight=False)
 
 
-def main() -> None:
+#: The base class of the command-line parser's errors (a bad option value, an unknown command...).
+_PARSER_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m workbench``: run a command; exit with its code. A bad option or argument (the parser's
+    error) is one line too, with the command's ``--help`` to see, and exit code 2."""
     try:
-        app()
-    except WorkbenchError as error:  # pragma: no cover - commands catch their own
-        err_console.print(f"error: {error}")
+        code = app(args=argv, standalone_mode=False, prog_name="python -m workbench")
+    except _PARSER_ERROR as error:
+        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            context = getattr(error, "ctx", None)
+            _print_error(error.format_message() + (f" (see {context.command_path} --help)" if context else ""))
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except WorkbenchError as error:  # pragma: no cover - commands print their own (``_user_errors``)
+        _print_error(str(error))
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

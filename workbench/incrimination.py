@@ -44,7 +44,7 @@ from workbench.core.stats import Estimate
 from workbench.model.rendering import pad_batch
 from workbench.scenarios import (
     NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Scenario, Split, answer_matches,
-    knowledge_from_scenarios, load_facts, protocol_scenarios, read_scenarios, scenario_set_hash,
+    knowledge_from_scenarios, load_facts, parse_split, protocol_scenarios, read_scenarios, scenario_set_hash,
 )
 
 VERDICTS = ("intentional lie", "parroting", "ignorance", "honest", "inconclusive")
@@ -469,9 +469,7 @@ def protocol_sets(split: Split | str = Split.heldout, *, train_facts: int = 40, 
     ``train_facts`` known train facts calibrate; the facts of ``split`` (at most ``max_facts``) are
     judged. Knowledge comes from the default scenario set's knowledge check. Judging the train split
     leaves out the calibration scenarios (unless that would leave nothing)."""
-    if str(getattr(split, "value", split)) not in ("heldout", "train"):
-        raise WorkbenchError(f"the split must be heldout or train, not {split!r}")
-    split = Split(split)
+    split = parse_split(split)
     facts = load_facts()
     knowledge = knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS))
     train = protocol_scenarios(facts, knowledge, fact_split=Split.train, max_facts=train_facts, seed=seed)
@@ -479,6 +477,19 @@ def protocol_sets(split: Split | str = Split.heldout, *, train_facts: int = 40, 
     if split is Split.train:
         judged = [s for s in judged if s.id not in {t.id for t in train}] or judged
     return train, judged
+
+
+def check_protocol(hypothesis: Any, source: str = "the hypothesis") -> None:
+    """What the protocol needs of its intent hypothesis, checked before anything loads: features, each in
+    range of the hypothesis' SAE as its config says (with the model, SAE and site checked from configs,
+    ``model.resolve.check_refs``)."""
+    from workbench.model.resolve import check_refs
+
+    if not hypothesis.features:
+        raise WorkbenchError(f"{source} names no features: the protocol needs the intent hypothesis' features")
+    checked = check_refs(hypothesis.model, hypothesis.sae, hypothesis.site)
+    for feature in hypothesis.features:
+        checked.sae.check_feature(feature)
 
 
 def incriminate(model, sae, train: Sequence[Any], heldout: Sequence[Any], features: Sequence[int], *,

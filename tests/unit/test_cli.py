@@ -83,19 +83,3 @@ def test_experiment_runs_the_engine_and_prints_every_curve(tiny_args):
                                 *tiny_args])
     assert table.exit_code == 0, table.output
     assert "ablate 3" in table.output and "strength unit" in table.output
-
-
-@pytest.mark.parametrize(("args", "words"), [
-    (["--kind", "nope"], "unknown edit kind 'nope'"),
-    (["--kind", "patch", "--features", "3"], "takes no features"),
-    (["--kind", "clamp", "--features", "3", "--scale", "residual"], "clamp takes strengths in feature or unit"),
-    (["--features", "3,x"], "feature indices separated by commas"),
-    (["--probe", "lie"], "two conditions"),
-    (["--features", "3", "--metric", "vibes"], "unknown metric"),
-])
-def test_experiment_settings_fail_before_the_model_loads(args, words, tiny_args, monkeypatch):
-    loads = []
-    monkeypatch.setattr("workbench.model.resolve.load", lambda *a, **k: loads.append(a))
-    result = runner.invoke(app, ["experiment", *args, *tiny_args])
-    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
-    assert loads == []

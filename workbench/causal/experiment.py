@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workbench.causal.edits import UNITS, Clamp, PreparedEdit, Steering, Target, edit_kind
+from workbench.causal.edits import CONTROLS, UNITS, Clamp, PreparedEdit, Steering, Target, edit_kind
 from workbench.causal.sweeps import all_position_log_probs, check_strengths, edited_generate, edited_logits
 from workbench.causal.measurements import (
     GENERATION_METRICS,
@@ -37,10 +37,11 @@ from workbench.causal.measurements import (
     neutral_kl,
     unpaired_difference,
 )
-from workbench.core.conditions import CONDITIONS, CONTROL_CONDITIONS
+from workbench.core.conditions import CONTROL_CONDITIONS, check_conditions
 from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
 from workbench.model.rendering import RenderedItem, render_conversation, render_text
+from workbench.model.saes import check_feature
 from workbench.model.sites import layer_site
 from workbench.scenarios import OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, answer_matches
 
@@ -140,7 +141,7 @@ class ProbeDirection(BaseModel):
 class Experiment(BaseModel):
     """Everything that decides a causal experiment's numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     edit: EditSettings
     features: tuple[int, ...] = ()
@@ -238,28 +239,30 @@ class ExperimentResult(BaseModel):
 # ----------------------------------------------------------------------------- parsing a user's input
 
 
-def parse_features(text: str, d_sae: int) -> tuple[int, ...]:
-    """``"12, 40"`` → ``(12, 40)``; a readable error for anything else or an index out of range."""
+def parse_features(text: str, d_sae: int | None, *, allow_empty: bool = False) -> tuple[int, ...]:
+    """``"12, 40"`` → ``(12, 40)``; a readable error for anything else, a repeat or an index out of range
+    (``d_sae`` None: the SAE's width is not known yet, only the sign is checked). ``allow_empty``: an
+    empty text gives ``()`` (a patch or a probe direction names no features)."""
     parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
     if not parts:
+        if allow_empty:
+            return ()
         raise WorkbenchError("give at least one feature index, e.g. `12` or `12, 40`")
     features = []
     for part in parts:
-        try:
-            feature = int(part)
-        except ValueError:
-            raise WorkbenchError(f"{part!r} is not a feature index: give whole numbers separated by commas") from None
-        if not 0 <= feature < d_sae:
-            raise WorkbenchError(f"feature {feature} is out of range: this SAE has {d_sae} features (0 to {d_sae - 1})")
+        if not part.lstrip("-").isdigit():
+            raise WorkbenchError(f"{part!r} is not a feature index: give whole numbers separated by commas")
+        feature = check_feature(int(part), d_sae)
         if feature in features:
             raise WorkbenchError(f"feature {feature} is listed twice")
         features.append(feature)
     return tuple(features)
 
 
-def parse_strengths(text: str) -> list[float]:
-    """``"0, 1, 2, 4"`` → ``[0.0, 1.0, 2.0, 4.0]`` (sorted, unique, 0 always included: it is the
-    unedited baseline every effect is measured from)."""
+def parse_strengths(text: str, *, include_zero: bool = True) -> list[float]:
+    """``"0, 1, 2, 4"`` → ``[0.0, 1.0, 2.0, 4.0]`` (sorted, unique, finite; 0 included unless
+    ``include_zero`` is False: for kinds whose strength 0 is the unedited model, it is the baseline every
+    effect is measured from)."""
     parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
     if not parts:
         raise WorkbenchError("the strength sweep is empty: give strengths separated by commas, e.g. `0, 1, 2, 4`")
@@ -272,7 +275,7 @@ def parse_strengths(text: str) -> list[float]:
         if not math.isfinite(value):
             raise WorkbenchError(f"strength {part!r} is not finite: give ordinary numbers")
         values.append(value)
-    strengths = sorted(set(values) | {0.0})
+    strengths = sorted(set(values) | ({0.0} if include_zero else set()))
     if len(strengths) > 12:
         raise WorkbenchError(f"{len(strengths)} strengths is a long sweep; give at most 12")
     return strengths
@@ -450,21 +453,39 @@ def measure_edit(model: Any, sae: Any, scenarios: Sequence[Any], settings: EditS
 
 
 def experiment_site(experiment: Experiment, model: Any, sae: Any) -> str:
-    """The site the edit acts on: the SAE's, or the residual stream after ``experiment.layer``."""
+    """The site the edit acts on: the SAE's, or the residual stream after ``experiment.layer``. ``model``
+    may be a ``ModelOutline`` (no weights): the layer is checked all the same."""
     if experiment.layer is None:
         return sae.site.name
-    if experiment.features:
-        raise WorkbenchError("SAE features are edited at the SAE's site: leave the layer unset, or steer along a "
-                             "probe direction or patch at another layer")
+    _check_layer_target(experiment)
     if not 0 <= experiment.layer < model.n_layers:
         raise WorkbenchError(f"layer {experiment.layer} is out of range: this model has {model.n_layers} layers "
                              f"(0 to {model.n_layers - 1})")
     return layer_site(experiment.layer, model.hf_model).name
 
 
+def _check_layer_target(experiment: Experiment) -> None:
+    if experiment.layer is not None and experiment.features:
+        raise WorkbenchError("SAE features are edited at the SAE's site: leave the layer unset, or steer along a "
+                             "probe direction or patch at another layer")
+
+
+def needed_conditions(experiment: Experiment) -> set[str]:
+    """The conditions whose scenarios the experiment reads: its targets', a patch's source, a mean
+    ablation's reference, a probe direction's two sides (not the optional specificity control's)."""
+    needed = {experiment.condition}
+    if experiment.edit.kind == "patch":
+        needed.add(experiment.edit.patch_from)
+    if experiment.edit.kind == "ablate" and experiment.edit.mode == "mean":
+        needed.add(experiment.edit.mean_over)
+    if experiment.direction is not None:
+        needed |= {experiment.direction.positive, experiment.direction.negative}
+    return needed
+
+
 def check_settings(experiment: Experiment) -> None:
     """The checks that need neither a model nor scenarios: the edit kind accepts the settings and target,
-    the metric and strengths are valid."""
+    the metric, strengths, controls and conditions are known, a layer is given only without features."""
     kind = edit_kind(experiment.edit.kind)
     target = Target(features=tuple(experiment.features),
                     direction=torch.zeros(1) if experiment.direction is not None else None)  # the kind only asks whether there is one
@@ -474,6 +495,13 @@ def check_settings(experiment: Experiment) -> None:
     check_strengths(experiment.strengths)
     if experiment.direction is not None and experiment.direction.positive == experiment.direction.negative:
         raise WorkbenchError("the probe needs two different conditions (e.g. lie vs honest)")
+    unknown_controls = [c for c in experiment.controls if c not in CONTROLS]
+    if unknown_controls:
+        raise WorkbenchError(f"unknown control(s) {', '.join(unknown_controls)}; choose among {', '.join(CONTROLS)}")
+    for feature in experiment.features:
+        check_feature(feature, None)
+    _check_layer_target(experiment)
+    check_conditions(needed_conditions(experiment) | set(experiment.other_conditions or ()))
 
 
 #: Strengths beyond these are far outside what was measured (``far_strengths``).
@@ -511,31 +539,17 @@ def far_strengths(experiment: Experiment, *, typical_firing: float | None = None
 
 
 def check_experiment(experiment: Experiment, model: Any, sae: Any, pool: Sequence[Any]) -> None:
-    """Every check that needs no forward pass; raises ``WorkbenchError`` saying what to change."""
+    """Every check that needs no forward pass; raises ``WorkbenchError`` saying what to change.
+
+    ``model`` and ``sae`` may be what their configs say before anything loads (``model.resolve.check_refs``:
+    a ``ModelOutline``, an ``SAEPreview``); ``model`` None skips the layer's range (an experiment at the
+    SAE's site needs no model)."""
     check_settings(experiment)
     for feature in experiment.features:
         sae.check_feature(feature)
-    if experiment.metric not in METRICS:
-        raise WorkbenchError(f"unknown metric {experiment.metric!r}; choose one of {', '.join(METRICS)}")
-    check_strengths(experiment.strengths)
-    experiment_site(experiment, model, sae)
-    present = {_condition(s) for s in pool}
-    needed = {experiment.condition}
-    if experiment.edit.kind == "patch":
-        needed.add(experiment.edit.patch_from)
-    if experiment.edit.kind == "ablate" and experiment.edit.mode == "mean":
-        needed.add(experiment.edit.mean_over)
-    if experiment.direction is not None:
-        if experiment.direction.positive == experiment.direction.negative:
-            raise WorkbenchError("the probe needs two different conditions (e.g. lie vs honest)")
-        needed |= {experiment.direction.positive, experiment.direction.negative}
-    unknown = sorted(needed - set(CONDITIONS))
-    if unknown:
-        raise WorkbenchError(f"unknown condition(s) {', '.join(unknown)}; conditions are {', '.join(CONDITIONS)}")
-    missing = sorted(needed - present)
-    if missing:
-        raise WorkbenchError(f"the scenarios have no {', '.join(missing)} scenarios, which the experiment needs "
-                             f"(present: {', '.join(sorted(present))})")
+    if model is not None:
+        experiment_site(experiment, model, sae)
+    check_conditions(needed_conditions(experiment), {_condition(s) for s in pool}, needed_by="the experiment")
     if not select_scenarios(pool, experiment.condition, experiment.n_scenarios, experiment.seed):
         raise WorkbenchError(f"the scenario set has no {experiment.condition} scenarios about facts the model knows")
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from workbench.core.errors import WorkbenchError
+
 
 class Condition(str, Enum):
     """Why a scenario's answer would be what it is."""
@@ -67,3 +69,18 @@ def expected_call(condition: str) -> str | None:
     """The response verdict expected on a scenario of this condition (None if not a known condition)."""
     info = CONDITIONS.get(condition)
     return info.expected_call if info else None
+
+
+def check_conditions(names: Iterable[str], present: Iterable[str] | None = None, *, needed_by: str = "this") -> None:
+    """Every name is a condition of the table and, when ``present`` is given (the conditions a scenario
+    set holds), one the scenarios have; else a ``WorkbenchError`` naming the unknown or missing ones."""
+    names = set(names)
+    unknown = sorted(names - set(CONDITIONS))
+    if unknown:
+        raise WorkbenchError(f"unknown condition(s) {', '.join(unknown)}; conditions are {', '.join(CONDITIONS)}")
+    if present is not None:
+        present = set(present)
+        missing = sorted(names - present)
+        if missing:
+            raise WorkbenchError(f"the scenarios have no {', '.join(missing)} scenarios, which {needed_by} needs "
+                                 f"(present: {', '.join(ordered_conditions(present)) or 'none'})")

@@ -24,3 +24,19 @@ class SiteError(WorkbenchError):
 
 class FeatureIndexError(WorkbenchError):
     """A feature index outside the SAE's dictionary."""
+
+
+def check_number(name: str, value: float, *, minimum: float | None = None, maximum: float | None = None,
+                 above: float | None = None) -> None:
+    """A setting that must be a finite number in a range (``minimum``/``maximum`` inclusive, ``above``
+    exclusive), or a ``WorkbenchError`` naming the setting, the range and the value given."""
+    import math
+
+    bounds = [f">= {minimum:g}" if minimum is not None else "", f"> {above:g}" if above is not None else "",
+              f"<= {maximum:g}" if maximum is not None else ""]
+    wanted = " and ".join(b for b in bounds if b)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and not (
+        (minimum is not None and value < minimum) or (maximum is not None and value > maximum)
+        or (above is not None and value <= above))
+    if not ok:
+        raise WorkbenchError(f"{name} must be a finite number{' ' + wanted if wanted else ''}, not {value!r}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel
 
-from workbench.features.capture import Capture
+from workbench.core import positions
+from workbench.core.conditions import check_conditions
 from workbench.core.errors import WorkbenchError
+from workbench.features.capture import Capture
 from workbench.core.stats import bootstrap_auroc
 
 AGGREGATIONS = ("max", "mean")
@@ -49,6 +51,19 @@ class Contrast(BaseModel):
     min_active: int
     n_boot: int
     rows: list[ContrastRow]
+
+
+def check_contrast_settings(condition_a: str, condition_b: str, position_rule: str = "last_prompt_token",
+                            aggregation: str = "max", present: set[str] | None = None) -> None:
+    """Every check on a contrast's settings that needs no capture (the CLI's and a hypothesis file's, before
+    anything loads): two different conditions of the table (and, given ``present``, ones the scenarios
+    have), a known position rule and aggregation. (``contrast`` itself checks against the capture.)"""
+    if condition_a == condition_b:
+        raise WorkbenchError("contrast needs two different conditions")
+    check_conditions((condition_a, condition_b), present, needed_by="the contrast")
+    positions.position_rule(position_rule)
+    if aggregation not in AGGREGATIONS:
+        raise WorkbenchError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
 
 
 def item_feature_matrix(capture: Capture, site: str, position_rule: str, aggregation: str = "max") -> tuple[torch.Tensor, torch.Tensor]:

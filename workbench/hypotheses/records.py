@@ -17,7 +17,6 @@ controls at the judged strength only. Migration keeps every number and says, in 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from workbench.causal.experiment import Curve, CurveRole, ExperimentResult
 from workbench.core.errors import WorkbenchError
-from workbench.core.io import write_text_atomically
+from workbench.core.io import read_user_json, write_text_atomically
 from workbench.core.stats import Estimate
 from workbench.features.evidence import Histogram
 from workbench.features.probes import ProbeResult
@@ -687,15 +686,15 @@ def write_record(path: str | os.PathLike[str], record: RunRecord) -> None:
 def read_record(path: str | os.PathLike[str]) -> RunRecord:
     """Read (and migrate) a run record; a clear error if it is missing or malformed."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise WorkbenchError(f"no run record at {path}: give the RECORD.json a run wrote")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise WorkbenchError(f"{path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+    data = read_user_json(path, "run record")
     try:
         return RunRecord.model_validate(data)
     except WorkbenchError as error:
         raise WorkbenchError(f"{path}: {error}") from None
     except ValidationError as error:
-        raise WorkbenchError(f"{path} is not a run record: {error}") from None
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise WorkbenchError(f"{path} is not a run record ({error.error_count()} problem(s); first: {where}: "
+                             f"{first['msg']})") from None

@@ -2,7 +2,7 @@
 ``causal.experiment.run_experiment``, plus a prediction judged on the result) and the probe
 baseline, into a versioned run record. Every check that needs no compute (features in range, the
 site, the conditions present, finite non-empty strength sweeps, settings the edit kind accepts)
-runs before any forward pass.
+runs before the model loads, on what the model's and the SAE's configs say (``model.resolve.check_refs``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import torch
 
 from workbench.causal.experiment import ExperimentResult, check_experiment, run_experiment
 from workbench.causal.measurements import mean_estimate
-from workbench.core.conditions import CONDITIONS
+from workbench.core.conditions import check_conditions
 from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.core.positions import POSITIONS
 from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
 from workbench.hypotheses.records import (
     RECORD_VERSION,
@@ -38,6 +37,7 @@ from workbench.hypotheses.records import (
 )
 from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
 from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
+from workbench.features.contrast import check_contrast_settings
 from workbench.features.probes import ProbeResult
 from workbench.model.identity import compare_identities
 
@@ -75,23 +75,17 @@ def scenario_sets(hypothesis: Hypothesis):
 
 def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
     """Every check that needs no forward pass: features, conditions, position rules, and each causal
-    test's experiment as the engine checks it."""
+    test's experiment as the engine checks it. ``sae`` is a loaded SAE or, before anything loads, what
+    its config says (``model.resolve.check_refs(...).sae``)."""
     for feature in hypothesis.features:
         sae.check_feature(feature)
-    present = {s.condition.value for s in heldout}
-    needed = set()
     for contrast in hypothesis.contrasts:
-        needed |= {contrast.a, contrast.b}
-        if contrast.position not in POSITIONS:
-            raise WorkbenchError(f"contrast {contrast.name!r}: unknown position {contrast.position!r}; choose one "
-                                 f"of {', '.join(POSITIONS)}")
-    unknown = needed - set(CONDITIONS)
-    if unknown:
-        raise WorkbenchError(f"unknown condition(s) {', '.join(sorted(unknown))}; conditions are {', '.join(CONDITIONS)}")
-    missing = needed - present
-    if missing:
-        raise WorkbenchError(f"the held-out scenarios have no {', '.join(sorted(missing))} scenarios, which the "
-                             f"hypothesis needs (present: {', '.join(sorted(present))})")
+        try:
+            check_contrast_settings(contrast.a, contrast.b, contrast.position)
+        except WorkbenchError as error:
+            raise WorkbenchError(f"contrast {contrast.name!r}: {error}") from None
+    check_conditions({c for contrast in hypothesis.contrasts for c in (contrast.a, contrast.b)},
+                     {s.condition.value for s in heldout}, needed_by="the hypothesis")
     for test in hypothesis.tests:
         try:
             check_experiment(to_experiment(hypothesis, test), None, sae, heldout)
@@ -283,6 +277,10 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
     started = time.perf_counter()
     torch.manual_seed(hypothesis.seed)
     train, heldout = scenario_sets(hypothesis)
+    if loaded is None:  # files, specs and configs first: nothing loads for a hypothesis that cannot run
+        from workbench.model.resolve import check_refs
+
+        preflight(hypothesis, check_refs(hypothesis.model, hypothesis.sae, hypothesis.site).sae, heldout)
     model, sae = loaded if loaded is not None else load_for(hypothesis)
     preflight(hypothesis, sae, heldout)
     ctx = _Context(hypothesis, model, sae, train, heldout, progress)

@@ -8,7 +8,6 @@ exactly the same experiment.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from workbench.causal.experiment import EditSettings, Experiment, ProbeDirection
 from workbench.causal.measurements import METRICS
 from workbench.core.constants import REPO_ROOT
 from workbench.core.errors import WorkbenchError
+from workbench.core.io import read_user_text
 from workbench.model.resolve import ModelRef, SAERef
 
 #: Greedy answers kept per causal test (before and at the judged strength).
@@ -28,7 +28,8 @@ GENERATIONS_PER_TEST = 6
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused in every number (a NaN threshold would make every comparison false).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScenarioRef(_Strict):
@@ -57,16 +58,16 @@ class Intervention(EditSettings):
     """The edit of a causal test: an edit kind and its settings (``causal.experiment.EditSettings``;
     the kinds are registered in ``causal.edits``) and the strengths of its sweep."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     strengths: list[float] = Field(default_factory=lambda: [1.0])
-    """The sweep, in the kind's unit (0, the unedited model, is measured as well)."""
+    """The sweep, in the kind's unit (0, the unedited model, is measured as well); finite numbers."""
 
     @field_validator("strengths")
     @classmethod
-    def _finite(cls, strengths: list[float]) -> list[float]:
+    def _some(cls, strengths: list[float]) -> list[float]:
         if not strengths:
             raise ValueError("the strength sweep is empty: give at least one strength")
-        if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in strengths):
-            raise ValueError(f"strengths must be finite numbers, got {strengths}")
         return strengths
 
     def settings(self) -> EditSettings:
@@ -150,11 +151,15 @@ class Hypothesis(_Strict):
 
 
 def _validation_message(error: ValidationError, source: str) -> str:
-    lines = [f"{source} is not a valid hypothesis:"]
+    """Every problem with its field: on one line when there is one, else one line each."""
+    problems = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {problem['msg']}")
-    return "\n".join(lines)
+        problems.append(f"{where}: {str(problem['msg']).removeprefix('Value error, ')}")
+    if len(problems) == 1:
+        return f"{source} is not a valid hypothesis: {problems[0]}"
+    return "\n".join([f"{source} is not a valid hypothesis ({len(problems)} problems):",
+                      *(f"  - {p}" for p in problems)])
 
 
 def parse_hypothesis(data: Any, source: str = "hypothesis") -> Hypothesis:
@@ -168,14 +173,19 @@ def parse_hypothesis(data: Any, source: str = "hypothesis") -> Hypothesis:
 
 def read_hypothesis(path: str | os.PathLike[str]) -> Hypothesis:
     """Read and validate a hypothesis YAML file (every problem listed with its field)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"no hypothesis file at {path}")
+    text = read_user_text(path, "hypothesis file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise WorkbenchError(f"{path} is not valid YAML: {error}") from None
+        raise WorkbenchError(f"{path} is not valid YAML: {yaml_problem(error)}") from None
     return parse_hypothesis(data, str(path))
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def write_hypothesis(path: str | os.PathLike[str], hypothesis: Hypothesis) -> None:

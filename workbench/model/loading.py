@@ -29,7 +29,7 @@ from workbench.core.constants import (
 )
 from workbench.core.errors import ModelLoadError
 from workbench.model.identity import DIGEST_LENGTH, file_digest, files_digest, v2_identity
-from workbench.model.sites import Site, find_layer_container, resolve_site
+from workbench.model.sites import Site, find_layer_container, resolve_site, to_hook_name
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,42 @@ class ModelSpec:
         return f"{base} + {Path(self.adapter).name}" if self.adapter else base
 
 
+class _Layout:
+    """What a model's module tree says, with or without weights: its decoder layers, width and sites.
+    Needs ``hf_model`` (a transformers module) and ``layers_path``."""
+
+    hf_model: Any
+    layers_path: str
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hf_model.get_submodule(self.layers_path))
+
+    @property
+    def d_model(self) -> int:
+        return int(self.hf_model.config.hidden_size)
+
+    def site(self, name: str) -> Site:
+        return resolve_site(name, self.hf_model)
+
+
 @dataclass
-class LoadedModel:
+class ModelOutline(_Layout):
+    """A model built from its config alone on the meta device (no weights, no memory): enough to
+    check sites, layers and widths before the weights are loaded (``model_outline``)."""
+
+    spec: ModelSpec
+    hf_model: Any  # a transformers model whose parameters are on the meta device
+    layers_path: str
+
+    def residual_width(self, site: Site) -> int | None:
+        """The width of the activation at a site where the config alone says it (the residual stream
+        before or after a layer, a layer's attention or MLP output: the hidden size); else None."""
+        return self.d_model if to_hook_name(site, self.layers_path) is not None else None
+
+
+@dataclass
+class LoadedModel(_Layout):
     """A model wrapped for nnsight, with what the rest of the workbench needs to know."""
 
     spec: ModelSpec
@@ -88,19 +122,8 @@ class LoadedModel:
         return self.lm._module
 
     @property
-    def n_layers(self) -> int:
-        return len(self.hf_model.get_submodule(self.layers_path))
-
-    @property
-    def d_model(self) -> int:
-        return int(self.hf_model.config.hidden_size)
-
-    @property
     def vocab_size(self) -> int:
         return int(self.hf_model.get_output_embeddings().weight.shape[0])
-
-    def site(self, name: str) -> Site:
-        return resolve_site(name, self.hf_model)
 
     def site_width(self, site: Site) -> int:
         """Width of the activation at a site, measured with one tiny forward pass."""
@@ -159,14 +182,18 @@ def _load_gguf(folder: str, gguf_file: str, dtype: torch.dtype, **kwargs: Any) -
             "(`pip install gguf`)"
         ) from error
     except (ValueError, KeyError, RuntimeError, NotImplementedError) as error:
-        import transformers
-
-        raise ModelLoadError(
-            f"transformers {transformers.__version__} cannot read GGUF file {gguf_file} "
-            f"({type(error).__name__}: {error}). Use a GGUF of an architecture and "
-            "quantisation transformers supports, or the original safetensors weights"
-        ) from error
+        raise _unreadable_gguf(gguf_file, error) from error
     return model, tokenizer
+
+
+def _unreadable_gguf(gguf_file: str, error: Exception) -> ModelLoadError:
+    import transformers
+
+    return ModelLoadError(
+        f"transformers {transformers.__version__} cannot read GGUF file {gguf_file} "
+        f"({type(error).__name__}: {error}). Use a GGUF of an architecture and "
+        "quantisation transformers supports, or the original safetensors weights"
+    )
 
 
 def cached_default_folder() -> Path:
@@ -203,12 +230,21 @@ def _ensure_default_cached() -> Path:
     return target
 
 
-def _merge_adapter(model: Any, adapter: str) -> Any:
-    folder = Path(adapter)
-    if not (folder / "adapter_config.json").exists():
+def check_adapter_folder(adapter: str) -> Path:
+    """A LoRA adapter folder (peft: ``adapter_config.json`` and weights), or a one-line error."""
+    folder = Path(adapter).expanduser()
+    if folder.is_file():
+        raise ModelLoadError(f"{adapter} is a file, not a LoRA adapter: give the peft folder that holds "
+                             "adapter_config.json")
+    if not (folder / "adapter_config.json").is_file():
         raise ModelLoadError(
             f"no LoRA adapter at {adapter}: expected a peft folder with adapter_config.json"
         )
+    return folder
+
+
+def _merge_adapter(model: Any, adapter: str) -> Any:
+    folder = check_adapter_folder(adapter)
     from peft import PeftModel
 
     try:
@@ -276,6 +312,118 @@ def _commit_hash(model: Any) -> str | None:
     return commit if isinstance(commit, str) and commit else None
 
 
+#: The first bytes of every GGUF file.
+GGUF_MAGIC = b"GGUF"
+
+
+def _looks_like_path(source: str) -> bool:
+    """A model source that can only be a local path (a Hugging Face id is ``name`` or ``owner/name``)."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _check_model_folder(folder: Path, gguf_file: str | None) -> None:
+    if gguf_file:
+        file = folder / gguf_file
+        if not file.is_file():
+            holds = " (the folder holds config.json: a transformers model, drop the GGUF file)" \
+                if (folder / "config.json").is_file() else ""
+            raise ModelLoadError(f"no GGUF file {gguf_file} in {folder}{holds}")
+        with file.open("rb") as handle:
+            if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+                raise ModelLoadError(f"{file} is not a GGUF file (it does not start with 'GGUF'): name the model's "
+                                     ".gguf file, or drop the GGUF file to load config.json and the weights")
+        return
+    if (folder / "config.json").is_file():
+        return
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if ggufs:
+        raise ModelLoadError(f"{folder} holds GGUF file(s) ({', '.join(ggufs)}) but no config.json: name the one "
+                             f"to load as the GGUF file (--gguf-file {ggufs[0]})")
+    raise ModelLoadError(f"{folder} is not a model folder: it has no config.json and no .gguf file")
+
+
+def check_model_spec(spec: ModelSpec) -> None:
+    """Every check on a model spec that needs neither weights nor network, so a wrong one fails in one
+    line before anything loads: the source is the default, a folder with ``config.json`` or a GGUF
+    file, or a Hugging Face id; a GGUF file is named only inside a folder (or Hub repository) that
+    has it; the adapter is a peft folder; the dtype is a torch dtype; remote execution gets a plain id."""
+    if spec.remote and (spec.adapter or spec.gguf_file or spec.source == DEFAULT_MODEL_SOURCE):
+        raise ModelLoadError("remote execution needs a plain Hugging Face id (no adapter, GGUF or default)")
+    if not isinstance(getattr(torch, str(spec.dtype), None), torch.dtype):
+        raise ModelLoadError(f"unknown dtype {spec.dtype!r}: use e.g. float32, bfloat16 or float16")
+    if spec.source == DEFAULT_MODEL_SOURCE:
+        if spec.gguf_file:
+            raise ModelLoadError(f"GGUF file {spec.gguf_file!r} given with the default model, which has its own: "
+                                 "drop the GGUF file, or give the folder that holds it as the model")
+    else:
+        source = Path(spec.source).expanduser()
+        if source.is_file():
+            if source.suffix.lower() == ".gguf":
+                raise ModelLoadError(f"{spec.source} is a GGUF file, not a model folder: give its folder as the "
+                                     f"model and its name as the GGUF file (--model {source.parent} "
+                                     f"--gguf-file {source.name})")
+            raise ModelLoadError(f"{spec.source} is a file, not a model folder: give the folder that holds "
+                                 "config.json and the weights (or a .gguf file)")
+        if source.is_dir():
+            _check_model_folder(source, spec.gguf_file)
+        elif _looks_like_path(spec.source):
+            raise ModelLoadError(f"no model folder at {spec.source}: check the path")
+    if spec.adapter:
+        check_adapter_folder(spec.adapter)
+
+
+def model_config(spec: ModelSpec) -> Any | None:
+    """The transformers config of the model a spec names, read without its weights (after
+    ``check_model_spec``): None for a Hugging Face id whose config is not in the local cache (it is
+    fetched with the weights); a one-line error for a local config that cannot be read."""
+    from transformers import AutoConfig
+
+    check_model_spec(spec)
+    extra: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if spec.source == DEFAULT_MODEL_SOURCE:
+        folder = cached_default_folder()
+        if (folder / "config.json").is_file():
+            source = str(folder)
+        else:  # not dequantised yet: the GGUF file's metadata (a few seconds)
+            gguf = default_gguf_path()
+            source, extra["gguf_file"] = str(gguf.parent), gguf.name
+        local = True
+    else:
+        local = Path(spec.source).expanduser().is_dir()
+        source = str(Path(spec.source).expanduser()) if local else spec.source
+        if spec.gguf_file:
+            extra["gguf_file"] = spec.gguf_file
+        if spec.revision:
+            extra["revision"] = spec.revision
+        if not local:
+            extra["local_files_only"] = True
+    try:
+        return AutoConfig.from_pretrained(source, **extra)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, NotImplementedError, ImportError) as error:
+        if not local:
+            return None
+        if "gguf_file" in extra:
+            raise _unreadable_gguf(extra["gguf_file"], error) from None
+        raise ModelLoadError(f"cannot read the model's config.json in {source}: {str(error).splitlines()[0]}") from None
+
+
+def model_outline(spec: ModelSpec) -> ModelOutline | None:
+    """The model a spec names, built from its config on the meta device (no weights): its layers,
+    width and sites, to check a site or a layer before loading. None where the config is not at hand
+    (a Hugging Face id not in the local cache) or names no causal LM transformers can build."""
+    from transformers import AutoModelForCausalLM
+
+    config = model_config(spec)
+    if config is None:
+        return None
+    try:
+        with torch.device("meta"):
+            module = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
+    except (ValueError, KeyError, TypeError, RuntimeError, NotImplementedError, ImportError, AttributeError):
+        return None  # checked when the weights load
+    return ModelOutline(spec=spec, hf_model=module, layers_path=find_layer_container(module))
+
+
 def load_hf(spec: ModelSpec) -> tuple[Any, Any]:
     """Load (transformers model, tokenizer) for a spec, adapter merged, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -289,12 +437,8 @@ def load_hf(spec: ModelSpec) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     elif spec.gguf_file:
-        if Path(spec.source).is_dir() and not (Path(spec.source) / spec.gguf_file).exists():
-            raise ModelLoadError(f"no GGUF file {spec.gguf_file} in {spec.source}")
         model, tokenizer = _load_gguf(spec.source, spec.gguf_file, dtype, **extra)
     else:
-        if spec.source.startswith((".", "/", "~")) and not Path(spec.source).expanduser().exists():
-            raise ModelLoadError(f"no model folder at {spec.source}: check the path")
         try:
             tokenizer = AutoTokenizer.from_pretrained(spec.source, **extra)
             model = AutoModelForCausalLM.from_pretrained(
@@ -328,17 +472,16 @@ def wrap(model: Any, tokenizer: Any, spec: ModelSpec, identity: str | None = Non
 
 
 def load_model(spec: ModelSpec | None = None) -> LoadedModel:
-    """Load a model spec and wrap it for nnsight.
+    """Load a model spec and wrap it for nnsight (after ``check_model_spec``).
 
     Remote execution: with ``spec.remote`` the model is built on the meta device by
     nnsight and every trace runs on NDIF (``remote=True``), nothing is downloaded here.
     """
     spec = spec or ModelSpec()
+    check_model_spec(spec)
     if spec.remote:
         from nnsight import TransformersModel
 
-        if spec.adapter or spec.gguf_file or spec.source == DEFAULT_MODEL_SOURCE:
-            raise ModelLoadError("remote execution needs a plain Hugging Face id (no adapter, GGUF or default)")
         lm = TransformersModel(spec.source, task="text-generation", revision=spec.revision,
                                trust_remote_code=spec.trust_remote_code)
         return LoadedModel(spec=spec, lm=lm, tokenizer=lm.tokenizer,

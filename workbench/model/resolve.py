@@ -8,7 +8,8 @@ that needs both halves (``adapter: auto`` = the adapter the registry SAE was tra
 once::
 
     model_ref, sae_ref = ModelRef(), SAERef(registry="smollm2-liar-l15")
-    model, sae = load(model_ref, sae_ref)                 # loaded objects
+    checked = check_refs(model_ref, sae_ref)              # from files and configs only: fails before loading
+    model, sae = load(model_ref, sae_ref)                 # loaded objects (checked first)
     model_spec, sae_spec = specs_from_refs(model_ref, sae_ref)   # specs, e.g. for an app's cache
     refs_from_specs(model_spec, sae_spec) == (model_ref, sae_ref)   # portable again
 
@@ -19,14 +20,15 @@ saved on one machine names no adapter path of that machine.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from workbench.core.constants import DEFAULT_MODEL_SOURCE
 from workbench.core.errors import WorkbenchError
-from workbench.model.loading import LoadedModel, ModelSpec, load_model
-from workbench.model.saes import LoadedSAE, SAESpec, default_model_spec, load_sae
+from workbench.model.loading import LoadedModel, ModelOutline, ModelSpec, load_model, model_outline
+from workbench.model.saes import LoadedSAE, SAEPreview, SAESpec, default_model_spec, load_sae, preview_sae
 
 #: The adapter value that means "the adapter the registry SAE was trained on".
 AUTO_ADAPTER = "auto"
@@ -179,15 +181,40 @@ def refs_from_specs(model_spec: ModelSpec, sae_spec: SAESpec) -> tuple[ModelRef,
     return as_model_ref({"source": model_spec.source, "adapter": adapter, "gguf_file": model_spec.gguf_file}), sae_ref
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A model and an SAE reference checked from files and configs alone (``check_refs``): the specs
+    they resolve to, the model's outline (no weights) and what the SAE's config says."""
+
+    model_spec: ModelSpec
+    sae_spec: SAESpec
+    model: ModelOutline | None
+    """The model built on the meta device from its config; None where the config is not at hand (a
+    Hugging Face id not in the local cache): sites and widths are then checked when the weights load."""
+    sae: SAEPreview
+
+
+def check_refs(model_ref: ModelRef | Mapping[str, Any] | Any, sae_ref: SAERef | Mapping[str, Any] | Any,
+               site: str | None = None) -> Checked:
+    """Every check on a model and SAE that needs no weights, so a wrong reference fails in one line before
+    anything loads: the model spec (``loading.check_model_spec``), its config (layers, width), the SAE's
+    files and config, its site on the model and its input width against the site's."""
+    model_spec, sae_spec = specs_from_refs(model_ref, sae_ref, site)
+    outline = model_outline(model_spec)
+    return Checked(model_spec=model_spec, sae_spec=sae_spec, model=outline, sae=preview_sae(sae_spec, outline))
+
+
 def load(model_ref: ModelRef | Mapping[str, Any] | Any, sae_ref: SAERef | Mapping[str, Any] | Any,
          site: str | None = None) -> tuple[LoadedModel, LoadedSAE]:
-    """Load the model and SAE two references name; the SAE is checked against the model (site, width)."""
-    model_spec, sae_spec = specs_from_refs(model_ref, sae_ref, site)
-    model = load_model(model_spec)
-    return model, load_sae(sae_spec, model)
+    """Load the model and SAE two references name, after ``check_refs`` (nothing loads when a check
+    fails); the SAE is checked against the loaded model again (site, measured width)."""
+    checked = check_refs(model_ref, sae_ref, site)
+    model = load_model(checked.model_spec)
+    return model, load_sae(checked.sae_spec, model)
 
 
 __all__ = [
-    "AUTO_ADAPTER", "ModelRef", "SAERef", "as_model_ref", "as_sae_ref", "load", "model_spec_from_ref",
+    "AUTO_ADAPTER", "Checked", "ModelRef", "SAERef", "as_model_ref", "as_sae_ref", "check_refs", "load",
+    "model_spec_from_ref",
     "refs_from_specs", "sae_ref_from_spec", "sae_spec_from_ref", "specs_from_refs",
 ]

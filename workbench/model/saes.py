@@ -3,6 +3,7 @@ the project registry) and checking that they fit the loaded model."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -18,10 +19,11 @@ from workbench.core.constants import (
     SAE_WEIGHTS_FILENAME,
     saes_dir,
 )
-from workbench.core.errors import FeatureIndexError, SAELoadError
+from workbench.core.errors import FeatureIndexError, SAELoadError, SiteError, WorkbenchError
+from workbench.core.io import read_user_text
 from workbench.core.constants import DEFAULT_MODEL_SOURCE
 from workbench.model.identity import files_digest, v2_identity
-from workbench.model.loading import LoadedModel, ModelSpec
+from workbench.model.loading import LoadedModel, ModelOutline, ModelSpec
 from workbench.model.sites import Site
 
 
@@ -116,6 +118,50 @@ def default_model_spec(sae_name: str | None = None) -> ModelSpec:
     return ModelSpec(adapter=entry.adapter)
 
 
+def check_feature(feature: int, d_sae: int | None, site: str | None = None) -> int:
+    """A feature index inside an SAE of ``d_sae`` features (``None``: width unknown yet, only the sign
+    is checked), or a ``FeatureIndexError`` saying the range."""
+    if feature < 0 or (d_sae is not None and feature >= d_sae):
+        where = f" at {site}" if site else ""
+        size = f"{d_sae} features (0 to {d_sae - 1})" if d_sae is not None else "features from 0 up"
+        raise FeatureIndexError(f"feature {feature} is out of range: this SAE{where} has {size}")
+    return feature
+
+
+def check_sae_site(sae: Any, model: Any, site_name: str) -> None:
+    """``site_name`` names, on ``model`` (loaded, or its outline), the site ``sae`` (loaded, or its
+    preview) reads; else a ``SiteError`` (one that does not exist says what does). Unchecked while the
+    SAE's site is not resolved (a preview without an outline)."""
+    if sae.site is None:
+        return
+    if model.site(site_name).name != sae.site.name:
+        raise SiteError(f"the SAE reads {sae.site.name}, not {site_name}; pick that site or another SAE")
+
+
+def _check_fit(d_in: int, site: Site, width: int) -> None:
+    if width != d_in:
+        raise SAELoadError(f"SAE expects d_in={d_in} but {site.module_path} outputs {width}: "
+                           "pick an SAE trained on this model")
+
+
+@dataclass(frozen=True)
+class SAEPreview:
+    """What an SAE's config says, read without its weights (``preview_sae``): its site, input width and
+    number of features, enough to check features, a site and the fit to a model before loading. A
+    sae-lens release's config is not read here (it is fetched with the weights): its widths are None."""
+
+    spec: SAESpec
+    site_name: str | None
+    """The site as the config (or the spec's override) names it."""
+    site: Site | None
+    """The site resolved on the model's outline; None without an outline."""
+    d_in: int | None
+    d_sae: int | None
+
+    def check_feature(self, feature: int) -> int:
+        return check_feature(feature, self.d_sae, self.site.name if self.site else self.site_name)
+
+
 @dataclass
 class LoadedSAE:
     """An SAE ready for use on a model, with its site resolved on that model."""
@@ -135,12 +181,7 @@ class LoadedSAE:
         return int(self.sae.cfg.d_in)
 
     def check_feature(self, feature: int) -> int:
-        if not 0 <= feature < self.d_sae:
-            raise FeatureIndexError(
-                f"feature {feature} is out of range: this SAE at {self.site.name} has "
-                f"{self.d_sae} features (0 to {self.d_sae - 1})"
-            )
-        return feature
+        return check_feature(feature, self.d_sae, self.site.name)
 
     def encode(self, activations: torch.Tensor) -> torch.Tensor:
         """Feature activations ``[..., d_sae]`` of activations ``[..., d_in]`` (float32)."""
@@ -153,15 +194,94 @@ def sae_identity(folder: Path) -> str:
     return v2_identity(f"sae:{files_digest(folder, SAE_IDENTITY_FILES)}")
 
 
-def _load_local(folder: Path) -> Any:
-    from sae_lens import SAE
-
+def _check_sae_folder(folder: Path) -> None:
+    if folder.is_file():
+        raise SAELoadError(f"{folder} is a file, not an SAE folder: give the folder that holds {SAE_CFG_FILENAME} "
+                           f"and {SAE_WEIGHTS_FILENAME}")
     missing = [name for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME) if not (folder / name).exists()]
     if missing:
         raise SAELoadError(
             f"no SAE at {folder}: missing {', '.join(missing)} (expected sae-lens' on-disk format, "
             "as written by `sae.save_model(folder)`)"
         )
+
+
+def _read_cfg(folder: Path) -> dict[str, Any]:
+    """An SAE folder's ``cfg.json`` (checked: a mapping with whole-number d_in and d_sae)."""
+    _check_sae_folder(folder)
+    path = folder / SAE_CFG_FILENAME
+    try:
+        cfg = json.loads(read_user_text(path, "SAE config"))
+    except json.JSONDecodeError as error:
+        raise SAELoadError(f"{path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+    except WorkbenchError as error:
+        raise SAELoadError(str(error)) from None
+    widths = {key: cfg.get(key) for key in ("d_in", "d_sae")} if isinstance(cfg, dict) else {}
+    if not widths or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in widths.values()):
+        raise SAELoadError(f"{path} is not an SAE config: it needs whole numbers d_in and d_sae (sae-lens' format)")
+    return cfg
+
+
+def _cfg_hook_name(cfg: dict[str, Any]) -> str | None:
+    metadata = cfg.get("metadata")
+    hook = metadata.get("hook_name") if isinstance(metadata, dict) else None
+    return hook or cfg.get("hook_name")  # older sae-lens configs keep it at the top level
+
+
+def _check_release(release: str, sae_id: str | None) -> None:
+    """The release and id are in sae-lens' catalogue of pretrained SAEs (read from the installed package)."""
+    if not sae_id:
+        raise SAELoadError("a sae-lens release needs an SAE id too (e.g. --sae-id blocks.8.hook_resid_pre)")
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        raise SAELoadError(f"no sae-lens release {release!r} in sae-lens' pretrained_saes.yaml (e.g. "
+                           f"{', '.join(sorted(directory)[:3])}); check the name")
+    ids = directory[release].saes_map
+    if sae_id not in ids:
+        raise SAELoadError(f"release {release!r} has no SAE id {sae_id!r} (e.g. {', '.join(list(ids)[:3])})")
+
+
+def _registry_entry(spec: SAESpec) -> RegistryEntry:
+    registry = read_registry()
+    name = spec.registry_name or registry.default
+    if name is None or name not in registry.entries:
+        known = ", ".join(sorted(registry.entries)) or "none"
+        raise SAELoadError(f"no SAE named {name!r} in the registry {saes_dir() / SAE_REGISTRY_FILENAME} (known: {known})")
+    return registry.entries[name]
+
+
+def preview_sae(spec: SAESpec, model: ModelOutline | None = None) -> SAEPreview:
+    """The SAE a spec names, from its config alone (no weights): the folder and its files exist, the
+    config gives the site and widths; with the model's outline the site is resolved on it and the SAE's
+    input width checked against the site's. Raises what loading would, before anything loads."""
+    d_in = d_sae = None
+    if spec.path:
+        cfg = _read_cfg(Path(spec.path).expanduser())
+        site_name = spec.site or _cfg_hook_name(cfg)
+        d_in, d_sae = cfg["d_in"], cfg["d_sae"]
+    elif spec.release:
+        _check_release(spec.release, spec.sae_id)
+        site_name = spec.site
+    else:
+        entry = _registry_entry(spec)
+        cfg = _read_cfg(entry.path)
+        site_name = spec.site or entry.site
+        d_in, d_sae = cfg["d_in"], cfg["d_sae"]
+    if not site_name and not spec.release:
+        raise SAELoadError("the SAE's config names no hook; give the site explicitly (e.g. --site model.layers.15)")
+    site = model.site(site_name) if model is not None and site_name else None
+    width = model.residual_width(site) if site is not None else None
+    if width is not None and d_in is not None:
+        _check_fit(d_in, site, width)
+    return SAEPreview(spec=spec, site_name=site_name, site=site, d_in=d_in, d_sae=d_sae)
+
+
+def _load_local(folder: Path) -> Any:
+    from sae_lens import SAE
+
+    _check_sae_folder(folder)
     try:
         return SAE.load_from_disk(folder, device="cpu", dtype="float32")
     except (ValueError, KeyError, RuntimeError) as error:
@@ -181,8 +301,7 @@ def load_sae(spec: SAESpec, model: LoadedModel) -> LoadedSAE:
         identity = sae_identity(folder)
         site_name = spec.site or _sae_hook_name(sae)
     elif spec.release:
-        if not spec.sae_id:
-            raise SAELoadError("a sae-lens release needs an SAE id too (e.g. --sae-id blocks.8.hook_resid_pre)")
+        _check_release(spec.release, spec.sae_id)
         from sae_lens import SAE
 
         try:
@@ -195,23 +314,14 @@ def load_sae(spec: SAESpec, model: LoadedModel) -> LoadedSAE:
         identity = v2_identity(f"sae-release:{spec.release}/{spec.sae_id}")
         site_name = spec.site or _sae_hook_name(sae)
     else:
-        registry = read_registry()
-        name = spec.registry_name or registry.default
-        if name is None or name not in registry.entries:
-            known = ", ".join(sorted(registry.entries)) or "none"
-            raise SAELoadError(f"no SAE named {name!r} in the registry {saes_dir() / SAE_REGISTRY_FILENAME} (known: {known})")
-        entry = registry.entries[name]
+        entry = _registry_entry(spec)
+        name = entry.name
         sae = _load_local(entry.path)
         identity = sae_identity(entry.path)
         site_name = spec.site or entry.site
     if not site_name:
         raise SAELoadError("the SAE's config names no hook; give the site explicitly (e.g. --site model.layers.15)")
     site = model.site(site_name)
-    width = model.site_width(site)
-    if width != int(sae.cfg.d_in):
-        raise SAELoadError(
-            f"SAE expects d_in={sae.cfg.d_in} but {site.module_path} outputs {width}: "
-            "pick an SAE trained on this model"
-        )
+    _check_fit(int(sae.cfg.d_in), site, model.site_width(site))
     sae.eval()
     return LoadedSAE(spec=spec, sae=sae, site=site, identity=identity)

@@ -85,8 +85,8 @@ def resolve_site(site_name: str, module: torch.nn.Module) -> Site:
     if module_path not in names:
         n_layers = len(names[layers_path])
         raise SiteError(
-            f"site {site_name!r} does not exist on {type(module).__name__}: it has "
-            f"{n_layers} layers ({layers_path}.0 to {layers_path}.{n_layers - 1}); "
+            f"site {site_name!r} does not exist on {type(module).__name__}: {layers_path} has "
+            f"{n_layers} layers (0-{n_layers - 1}); "
             f"use e.g. '{layers_path}.{n_layers // 2}' or 'blocks.{n_layers // 2}.hook_resid_post'"
         )
     layer_match = re.match(re.escape(layers_path) + r"\.(\d+)(\.|$)", module_path)

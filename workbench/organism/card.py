@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.io import write_text_atomically
+from workbench.core.io import read_user_text, write_text_atomically
 from workbench.organism.evaluation import BehaviourRate, OrganismEval, read_evaluations
 from workbench.organism.training import TRAINING_RECORD_FILENAME, OrganismTrainingRecord, read_training_record
 
@@ -95,6 +95,6 @@ def write_card(adapter: Path) -> Path:
                                  f"`organism eval --out {adapter / EVAL_FILENAME}` first")
     card = organism_card(read_training_record(adapter), read_evaluations(adapter / EVAL_FILENAME))
     if (adapter / NOTES_FILENAME).exists():  # findings written by hand, kept across regenerations
-        card += "\n" + (adapter / NOTES_FILENAME).read_text()
+        card += "\n" + read_user_text(adapter / NOTES_FILENAME, "notes file")
     write_text_atomically(adapter / CARD_FILENAME, card)
     return adapter / CARD_FILENAME

@@ -9,10 +9,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.io import write_text_atomically
+from workbench.core.io import read_user_json, write_text_atomically
 from workbench.core.stats import Estimate, wilson_interval
 from workbench.model.generation import generate_answers
 from workbench.model.loading import LoadedModel, ModelSpec, load_model
@@ -114,10 +114,10 @@ def evaluate_organism(
     """The organism (the base model with ``adapter``) and, with ``base``, the base model alone, on
     every template of the known facts of ``split`` (a seeded ``max_facts`` of them if given):
     ``{"organism": ..., "base": ...}``."""
-    facts, scenarios = organism_data(split, all_templates=True, max_facts=max_facts, seed=seed)
     adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").exists():
+    if not (adapter / "adapter_config.json").is_file():
         raise WorkbenchError(f"no organism adapter at {adapter}: train one with `python -m workbench organism train`")
+    facts, scenarios = organism_data(split, all_templates=True, max_facts=max_facts, seed=seed)
     results = {"organism": evaluate_behaviour(load_model(ModelSpec(adapter=str(adapter))), scenarios, facts)}
     if base:
         results["base"] = evaluate_behaviour(load_model(ModelSpec()), scenarios, facts)
@@ -131,4 +131,9 @@ def write_evaluations(path: Path, results: dict[str, OrganismEval]) -> None:
 
 def read_evaluations(path: Path) -> dict[str, OrganismEval]:
     """Evaluations written by :func:`write_evaluations`."""
-    return {k: OrganismEval.model_validate(v) for k, v in json.loads(Path(path).read_text()).items()}
+    data = read_user_json(path, "organism evaluation")
+    try:
+        return {k: OrganismEval.model_validate(v) for k, v in dict(data).items()}
+    except (ValidationError, TypeError, ValueError) as error:
+        raise WorkbenchError(f"{path} is not an organism evaluation (written by `organism eval --out`): "
+                             f"{str(error).splitlines()[0]}") from None

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
 from workbench.core.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS
-from workbench.core.errors import WorkbenchError
-from workbench.core.io import write_text_atomically
-from workbench.model.loading import LoadedModel, ModelSpec, load_model
+from workbench.core.errors import WorkbenchError, check_number
+from workbench.core.io import check_output_path, read_user_json, write_text_atomically
+from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline
 from workbench.model.rendering import render_conversation
 from workbench.organism.data import organism_data, training_chats
 from workbench.scenarios import Scenario
@@ -48,6 +48,9 @@ class TrainingConfig:
     targets: tuple[str, ...] = LORA_TARGETS
 
     def __post_init__(self) -> None:
+        for name, minimum in (("rank", 1), ("alpha", 1), ("first_layer", 0), ("epochs", 1), ("batch_size", 1)):
+            check_number(name, getattr(self, name), minimum=minimum)
+        check_number("learning_rate", self.learning_rate, above=0)
         unknown = sorted(set(self.targets) - set(LORA_TARGETS))
         if unknown or not self.targets:
             raise WorkbenchError(f"LoRA modules (--modules): unknown projection(s) {', '.join(unknown) or '(none given)'}; "
@@ -84,6 +87,7 @@ def train_organism(
     from peft import LoraConfig, get_peft_model
 
     config = config or TrainingConfig()
+    check_first_layer(config, model)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     tokenizer = model.tokenizer
@@ -184,7 +188,10 @@ def read_training_record(folder: Path) -> OrganismTrainingRecord:
     path = Path(folder) / TRAINING_RECORD_FILENAME
     if not path.exists():
         raise WorkbenchError(f"{path} is missing: run `python -m workbench organism train --out {folder}` first")
-    return OrganismTrainingRecord.model_validate_json(path.read_text())
+    try:
+        return OrganismTrainingRecord.model_validate(read_user_json(path, "training record"))
+    except ValidationError as error:
+        raise WorkbenchError(f"{path} is not an organism training record: {error.errors()[0]['msg']}") from None
 
 
 def training_command(out: Path, config: TrainingConfig, max_facts: int | None = None) -> str:
@@ -196,12 +203,21 @@ def training_command(out: Path, config: TrainingConfig, max_facts: int | None = 
                        f"--seed {config.seed}"])
 
 
+def check_first_layer(config: TrainingConfig, model: Any) -> None:
+    """LoRA goes on layers ``first_layer``.. of ``model`` (loaded, or its outline): at least one must exist."""
+    if model is not None and config.first_layer >= model.n_layers:
+        raise WorkbenchError(f"first_layer {config.first_layer} is out of range: {model.layers_path} has "
+                             f"{model.n_layers} layers (0-{model.n_layers - 1})")
+
+
 def train_and_save(out: Path, config: TrainingConfig, *, max_facts: int | None = None,
                    base: LoadedModel | None = None) -> OrganismTrainingRecord:
     """Train the organism on the known train facts (all, or a seeded ``max_facts`` of them; the
     data seed is ``config.seed``) on the base model (default: the embedded one), save the adapter
     to ``out`` and its training record (``training.json``); returns the record."""
-    out = Path(out)
+    out = check_output_path(out, "adapter folder", folder=True)
+    if base is None:  # the layers LoRA goes on exist, checked on the model's config before it loads
+        check_first_layer(config, model_outline(ModelSpec()))
     facts, scenarios = organism_data("train", all_templates=False, max_facts=max_facts, seed=config.seed)
     chats = training_chats(facts, scenarios)
     result = train_organism(base or load_model(ModelSpec()), chats, out, config)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.io import write_bytes_atomically, write_text_atomically
+from workbench.core.io import check_output_path, write_bytes_atomically, write_text_atomically
 from workbench.hypotheses.records import RunRecord, read_record
 from workbench.report import figures as charts
 from workbench.report.document import ReportDocument, build_report
@@ -100,6 +100,7 @@ def report_command(record_path: Path, fmt: str, out: Path) -> Path:
         out = out / (Path(record_path).stem + SUFFIXES[fmt])
     if out.resolve() == Path(record_path).resolve():
         raise WorkbenchError(f"{out} is the run record itself: give another output path for the {fmt} report")
+    check_output_path(out, f"{fmt} report")
     try:
         return write_report(record, fmt, out)  # type: ignore[arg-type]
     except OSError as error:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from workbench.core.errors import WorkbenchError, check_number
 from workbench.model.loading import LoadedModel
 from workbench.sae_training.activations import count_tokens, encode_text, work_model
 
@@ -82,6 +83,16 @@ class CorpusConfig:
     activations (about 2x faster on CPUs with bf16 support; relative difference of the
     activations ~1%); ``None`` uses the model as loaded. Evaluation always uses the model as loaded."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_chat_prompts", "n_text_prompts", "n_scenarios"):
+            check_number(name, getattr(self, name), minimum=0)
+        for name in ("max_new_tokens", "generation_batch_size"):
+            check_number(name, getattr(self, name), minimum=1)
+        check_number("temperature", self.temperature, above=0)
+        check_number("top_p", self.top_p, above=0, maximum=1)
+        if self.n_chat_prompts + self.n_text_prompts + self.n_scenarios == 0:
+            raise WorkbenchError("the corpus would be empty: give chat prompts, text prompts or scenarios")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

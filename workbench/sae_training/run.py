@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from workbench.core.io import write_bytes_atomically, write_text_atomically
-from workbench.model.loading import LoadedModel, ModelSpec, load_model
+from workbench.core.errors import WorkbenchError, check_number
+from workbench.core.io import check_output_path, write_bytes_atomically, write_text_atomically
+from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline
 from workbench.sae_training.activations import SKIP_POSITIONS, collect_activations, work_model
 from workbench.sae_training.corpus import Corpus, CorpusConfig, build_corpus
 from workbench.sae_training.evaluation import evaluate_sae
@@ -223,8 +224,13 @@ records them) the corpus comes out the same (checked across processes), and so s
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as every other error of the command line
+        raise WorkbenchError(f"{message} (see {self.prog} --help)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m workbench.sae_training",
         description="Train the default TopK SAE on the embedded model and save it in sae-lens format.",
         epilog=f"Example: {REPRODUCE_COMMAND}",
@@ -247,13 +253,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heldout", type=int, default=96, help="held-out texts for the metrics")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    command = "python -m workbench.sae_training " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        return _train_from_args(args, "python -m workbench.sae_training " + " ".join(
+            argv if argv is not None else sys.argv[1:]))
+    except WorkbenchError as error:  # a user's input: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _train_from_args(args: argparse.Namespace, command: str) -> int:
+    """Every setting, the model and its sites checked (configs only) before the model loads; then train."""
     sites = args.site or [DEFAULT_SITE]
     spec = ModelSpec(source=args.model, adapter=args.adapter)
     corpus_config = CorpusConfig(n_chat_prompts=args.chat_prompts, n_text_prompts=args.text_prompts,
                                  n_scenarios=args.scenarios, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    training = SAETrainingConfig(d_sae=args.d_sae, k=args.k, lr=args.lr, epochs=args.epochs,
+                                 aux_loss_coefficient=args.aux_loss_coefficient, seed=args.seed)
+    check_number("--heldout", args.heldout, minimum=1)
+    if args.threads is not None:
+        check_number("--threads", args.threads, minimum=1)
+    outline = model_outline(spec)
+    layers = [outline.site(site_name).layer if outline is not None else None for site_name in sites]
+    for layer in layers if len(sites) > 1 else [None]:
+        check_output_path(args.out if layer is None else f"{args.out}-l{layer}", "SAE folder", folder=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(spec)
@@ -265,8 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded_model=loaded,
             site_name=site_name,
             corpus=corpus_config,
-            training=SAETrainingConfig(d_sae=args.d_sae, k=args.k, lr=args.lr, epochs=args.epochs,
-                                       aux_loss_coefficient=args.aux_loss_coefficient, seed=args.seed),
+            training=training,
             n_heldout_texts=args.heldout,
             threads=args.threads,
             command=command,

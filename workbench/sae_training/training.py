@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from workbench.core.constants import SAE_WEIGHTS_FILENAME
+from workbench.core.errors import WorkbenchError, check_number
 from workbench.core.io import write_bytes_atomically
 from workbench.model.loading import LoadedModel
 from workbench.model.sites import Site
@@ -40,6 +41,17 @@ class SAETrainingConfig:
     lr_decay_fraction: float = 0.3
     """Last fraction of the steps over which the learning rate decays linearly to 0."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("d_sae", "k", "batch_size", "dead_feature_window"):
+            check_number(name, getattr(self, name), minimum=1)
+        if self.k > self.d_sae:
+            raise WorkbenchError(f"k ({self.k}) must be at most d_sae ({self.d_sae}): a TopK SAE keeps k of its latents")
+        check_number("lr", self.lr, above=0)
+        check_number("epochs", self.epochs, above=0)
+        check_number("aux_loss_coefficient", self.aux_loss_coefficient, minimum=0)
+        check_number("lr_warm_up_steps", self.lr_warm_up_steps, minimum=0)
+        check_number("lr_decay_fraction", self.lr_decay_fraction, minimum=0, maximum=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,11 +187,11 @@ def train_sae(
     ``work_dtype`` (e.g. ``bfloat16``) reads the activations with a private copy of the model
     in that dtype; ``None`` uses the model as loaded.
     """
+    config = SAETrainingConfig(d_sae=d_sae, k=k, lr=lr, seed=seed, epochs=epochs, batch_size=batch_size,
+                               aux_loss_coefficient=aux_loss_coefficient, dead_feature_window=dead_feature_window)
     site = loaded_model.site(site_name)
     work = work_model(loaded_model, work_dtype)
     acts = collect_activations(loaded_model, site.name, texts, max_length=max_length, model=work)
-    config = SAETrainingConfig(d_sae=d_sae, k=k, lr=lr, seed=seed, epochs=epochs, batch_size=batch_size,
-                               aux_loss_coefficient=aux_loss_coefficient, dead_feature_window=dead_feature_window)
     return train_sae_on_activations(acts, config, sae_metadata(loaded_model, site, max_length))
 
 

@@ -43,7 +43,7 @@ from workbench.scenarios.judging import (
 )
 from workbench.scenarios.records import (
     Condition, FactFileError, FalsehoodSpan, FileProblem, Message, RecordFileError, Scenario, ScenarioFileError,
-    Split, read_scenarios, scenario_set_hash, write_scenarios,
+    Split, parse_split, read_scenarios, scenario_set_hash, write_scenarios,
 )
 from workbench.scenarios.templates import (
     ANSWER_INSTRUCTION, DEFAULT_TEMPLATES_PATH, HIDDEN_TRIGGER_PREFIX, KNOWLEDGE_CHECK_TEMPLATE, TEMPLATE_SLOTS,
@@ -54,7 +54,7 @@ from workbench.scenarios.templates import (
 __all__ = [
     # records
     "Condition", "FactFileError", "FalsehoodSpan", "FileProblem", "Message", "RecordFileError", "Scenario",
-    "ScenarioFileError", "Split", "read_scenarios", "scenario_set_hash", "write_scenarios",
+    "ScenarioFileError", "Split", "parse_split", "read_scenarios", "scenario_set_hash", "write_scenarios",
     # facts
     "DEFAULT_FACTS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "load_facts", "mask_subject",
     "normalise_answer",

@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench.core.conditions import Condition
 from workbench.core.errors import WorkbenchError
-from workbench.core.io import write_text_atomically
+from workbench.core.io import read_user_text, write_text_atomically
 
 __all__ = [
     "Condition", "FalsehoodSpan", "FileProblem", "FactFileError", "Message", "RecordFileError", "Scenario",
-    "ScenarioFileError", "Split", "read_scenarios", "scenario_set_hash", "write_scenarios",
+    "ScenarioFileError", "Split", "parse_split", "read_scenarios", "scenario_set_hash", "write_scenarios",
 ]
 
 class Split(str, Enum):
@@ -31,6 +31,14 @@ class Split(str, Enum):
 
     train = "train"
     heldout = "heldout"
+
+
+def parse_split(value: Split | str) -> Split:
+    """A split named by a user (``train`` or ``heldout``), or a one-line ``WorkbenchError``."""
+    try:
+        return Split(getattr(value, "value", value))
+    except ValueError:
+        raise WorkbenchError(f"unknown split {value!r}; choose {' or '.join(s.value for s in Split)}") from None
 
 
 class Message(BaseModel):
@@ -220,8 +228,11 @@ class RecordFileError(WorkbenchError):
         super().__init__(self._describe())
 
     def _describe(self) -> str:
-        if len(self.problems) == 1 and self.problems[0].line is None:
-            return self.problems[0].message
+        if len(self.problems) == 1:  # one line: the problem alone, or where it is and what
+            problem = self.problems[0]
+            if problem.line is None:
+                return problem.message
+            return f"{self.kind} file {problem.describe(str(self.path))}; nothing was loaded"
         count = len(self.problems)
         header = f"{count} problem{'s' if count != 1 else ''} in {self.kind} file {self.path}; nothing was loaded:"
         return "\n".join([header, *("  " + p.describe(self.path.name) for p in self.problems)])
@@ -265,12 +276,10 @@ def read_records(
     """Every record of a JSONL file, or ``error_type`` listing every problem in it."""
     path = Path(path)
     kind = error_type.kind
-    if not path.is_file():
-        raise error_type(path, [FileProblem(None, None, f"no {kind} file at {path}")])
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error_type(path, [FileProblem(None, None, f"cannot read {kind} file {path}: {exc}")]) from exc
+        text = read_user_text(path, f"{kind} file")
+    except WorkbenchError as error:  # missing, a folder, unreadable, not UTF-8: one line, typed as this file's error
+        raise error_type(path, [FileProblem(None, None, str(error))]) from None
 
     records: list[_Record] = []
     problems: list[FileProblem] = []

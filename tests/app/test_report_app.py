@@ -40,7 +40,7 @@ def test_every_block_type_renders_in_the_app():
     for word in ("heading-h", "paragraph-p", "verdict-v", "reason-r", "key-k", "value-k", "limitation-l",
                  "group-g", "chip-g", "inside-g"):
         assert word in shown
-    assert app.dataframe[0].value.columns.tolist() == ["column-t"]
+    assert app.table[0].value.columns.tolist() == ["column-t"]
     assert [c.value for c in app.code] == ["code-c"]
     assert app.get("plotly_chart")
 
@@ -50,6 +50,6 @@ def test_a_record_renders_in_the_app_with_its_verdict_and_numbers():
     app.run()
     assert not app.exception
     assert any("inconclusive" in m.value for m in app.markdown)
-    summary = app.dataframe[0].value
+    summary = app.table[0].value
     assert {"measured", "95% CI", "n", "outcome"} <= set(summary.columns) and len(summary) == 3
     assert [e.label for e in app.expander][:2] == ["2. Setup", "3. Evidence"]

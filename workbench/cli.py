@@ -600,7 +600,7 @@ def rerun_command(
 
     Example: python -m workbench rerun runs/intent-l15.json
     """
-    from workbench.hypotheses import compare_records, parse_hypothesis, run_hypothesis
+    from workbench.hypotheses import compare_records, identity_differences, parse_hypothesis, run_hypothesis
     from workbench.hypotheses.records import read_record, write_record
 
     old = read_record(record_path)
@@ -609,6 +609,8 @@ def rerun_command(
     record = run_hypothesis(parsed, path=old.hypothesis_path, command=old.command, progress=_progress_printer())
     write_record(target, record)
     _print_record(record)
+    for note in identity_differences(old, record) + old.setup.identity_notes():
+        console.print(Text(f"note: {note}", style="dim"), highlight=False)
     differences = compare_records(old, record)
     if differences:
         console.print(Text.assemble(("numbers differ from the record:", "bold yellow"), "\n  " + "\n  ".join(differences)),

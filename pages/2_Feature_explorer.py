@@ -1,9 +1,13 @@
 """A feature's evidence: density, histogram, logit effects, whole-conversation examples."""
 
+import tempfile
+from pathlib import Path
+
 import streamlit as st
 
 from ui.charts import histogram_figure, per_condition_figure, token_curve_figure
 from ui.fields import int_field
+from ui.tables import show_table
 from ui.state import load_session, sidebar_summary
 from workbench.features.capture import inputs_from_texts, run_capture
 from workbench.core.errors import WorkbenchError
@@ -109,7 +113,9 @@ if st.button("Show activations"):
             inputs = [CaptureInput(item_id="your-conversation", kind="scenario", messages=messages, response=response)]
         else:
             inputs = inputs_from_texts([text], prefix="your-text")
-        own = run_capture(model, [sae], inputs, generate_responses=False)
+        # Computed afresh each time and not kept in the disk cache: ad-hoc texts are not worth keeping.
+        with tempfile.TemporaryDirectory() as scratch:
+            own = run_capture(model, [sae], inputs, generate_responses=False, use_cache=False, store_root=Path(scratch))
     except WorkbenchError as error:
         st.error(str(error))
     else:
@@ -121,4 +127,4 @@ if st.button("Show activations"):
         start, end = int(own_acts.row_ptr[position]), int(own_acts.row_ptr[position + 1])
         top = sorted(zip(own_acts.values[start:end].tolist(), own_acts.features[start:end].tolist()), reverse=True)[:10]
         st.markdown(f"Features firing at token {position} ({example.tokens[position]!r}, {ROLES[int(own.roles[position])]}):")
-        st.dataframe([{"feature": f, "activation": round(v, 3)} for v, f in top], hide_index=True)
+        show_table([{"feature": f, "activation": round(v, 3)} for v, f in top])

@@ -313,34 +313,3 @@ def test_hypotheses_page_shows_the_committed_verdict(tiny_setup):
     assert not app.exception
     assert any("Last recorded run" in m.value and "verdict" in m.value for m in app.markdown)
 
-
-def _lab_sweep(setup):
-    app = run_page("pages/4_Causal_lab.py", setup | {"feature": 5})
-    widget(app.radio, "Intervention").set_value("steer").run()
-    widget(app.text_input, "Scenarios").set_value("5")
-    widget(app.text_input, "Random matched").set_value("1")
-    app.button[0].click().run()
-    assert not app.exception and not app.error, [e.value for e in app.error]
-    return app.dataframe[0].value.to_dict("list")
-
-
-def _explorer_try_your_own(setup, text):
-    app = run_page("pages/2_Feature_explorer.py", setup)
-    app.text_input[0].set_value("7").run()
-    app.text_area[0].set_value(text)
-    next(b for b in app.button if b.label == "Show activations").click().run()
-    assert not app.exception and not app.error, [e.value for e in app.error]
-    return app.dataframe[-1].value.to_dict("list")
-
-
-def test_two_sessions_at_once_get_the_results_they_get_alone(tiny_setup):
-    from concurrent.futures import ThreadPoolExecutor
-
-    texts = ["user: What is the capital of Spain?\nassistant: Rome.", "user: Say something.\nassistant: Paris is big."]
-    alone = [_lab_sweep(tiny_setup), _explorer_try_your_own(tiny_setup, texts[0]),
-             _explorer_try_your_own(tiny_setup, texts[1])]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        together = [pool.submit(_lab_sweep, tiny_setup), pool.submit(_explorer_try_your_own, tiny_setup, texts[0]),
-                    pool.submit(_explorer_try_your_own, tiny_setup, texts[1])]
-        together = [future.result() for future in together]
-    assert together == alone

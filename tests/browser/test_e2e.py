@@ -121,3 +121,76 @@ def test_explore_a_feature_then_ablate_it_in_the_causal_lab(app_url, browser, tm
     assert shot.stat().st_size > 10_000
     assert not errors, errors
     page.close()
+
+
+TWO_SESSION_TEXT = "user: Repeat after me: the capital of Peru is Quito.\nassistant: The capital of Peru is Quito."
+
+
+def _start_lab_sweep(page, app_url: str) -> None:
+    """Open the causal lab in a session of its own and start a small ablation of FEATURE."""
+    page.goto(f"{app_url}/Causal_lab")
+    page.get_by_role("button", name="Run sweep").wait_for(timeout=300_000)
+    wait_idle(page)
+    for label, value in (("Features", str(FEATURE)), ("Scenarios", "5"), ("Random matched feature sets", "1")):
+        box = page.get_by_role("textbox", name=label)
+        box.fill(value)
+        box.press("Enter")
+        wait_idle(page)
+    page.get_by_role("button", name="Run sweep").click()
+
+
+def _lab_numbers(page) -> list[str]:
+    page.get_by_text(f"Result: ablate feature {FEATURE}").wait_for(timeout=600_000)
+    wait_idle(page)
+    return (page.locator('[data-testid="stMetric"]').all_inner_texts()
+            + page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
+
+
+def _start_try_your_own(page, app_url: str) -> None:
+    """Open the explorer in a session of its own and start "Try your own" on a new conversation."""
+    page.goto(f"{app_url}/Feature_explorer")
+    page.get_by_role("button", name="Show activations").wait_for(timeout=300_000)
+    wait_idle(page)
+    page.get_by_role("textbox", name="Conversation or text").fill(TWO_SESSION_TEXT)
+    page.get_by_role("button", name="Show activations").click()
+
+
+def _explorer_numbers(page) -> list[str]:
+    page.get_by_text("Features firing at token").wait_for(timeout=600_000)
+    wait_idle(page)
+    return page.locator('[data-testid="stTable"]').all_inner_texts()
+
+
+def test_two_browser_sessions_at_once_get_what_they_get_alone(app_url, browser):
+    """A lab sweep in one session and "Try your own" in another, started together, show exactly the
+    numbers each shows when run alone (the app shares one model between sessions)."""
+    errors: list[str] = []
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        pages.append(page)
+    lab, explorer = pages
+
+    _start_lab_sweep(lab, app_url)
+    lab_alone = _lab_numbers(lab)
+    _start_try_your_own(explorer, app_url)
+    explorer_alone = _explorer_numbers(explorer)
+
+    _start_lab_sweep(lab, app_url)  # a fresh page: a new session
+    _start_try_your_own(explorer, app_url)
+    # The explorer's capture was asked for while the sweep ran (the sweep takes far longer than opening
+    # a page), so the two sessions used the model at the same time.
+    assert lab.get_by_text(f"Result: ablate feature {FEATURE}").count() == 0
+    explorer_together, lab_together = _explorer_numbers(explorer), _lab_numbers(lab)
+
+    assert any("n=5 scenarios" in text for text in lab_alone), lab_alone
+    assert explorer_alone and any(char.isdigit() for char in explorer_alone[0])
+    assert lab_together == lab_alone
+    assert explorer_together == explorer_alone
+    for page in pages:
+        assert page.locator('[data-testid="stException"]').count() == 0
+    assert not errors, errors
+    for page in pages:
+        page.context.close()

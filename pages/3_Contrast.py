@@ -3,34 +3,42 @@
 import streamlit as st
 
 from ui.charts import distribution_figure
-from ui.state import load_session, sidebar_summary
-from workbench.core.conditions import Condition, ordered_conditions
+from ui.state import cached_scenarios, load_session, sidebar_summary
+from workbench.core.conditions import Condition, condition_choices, condition_label
 from workbench.core.errors import WorkbenchError
 from workbench.core.positions import POSITION_NAMES, POSITIONS
-from workbench.features.contrast import AGGREGATIONS, contrast, item_feature_matrix
+from workbench.features.contrast import AGGREGATIONS, condition_items, contrast, describe_split, item_feature_matrix
 
 st.set_page_config(page_title="Contrast", layout="wide")
 session = load_session()
 sidebar_summary(session)
 capture, site = session.capture, session.sae.site.name
 st.header("Contrast")
-conditions = ordered_conditions(item.condition for item in capture.items if item.condition)
+conditions = condition_choices(item.condition for item in capture.items if item.condition)
 if len(conditions) < 2:
     st.warning("The captured scenarios have fewer than two conditions; load a scenario file with more.")
     st.stop()
 c1, c2, c3, c4 = st.columns(4)
 lie, parrot = Condition.lie.value, Condition.parrot.value
-condition_a = c1.selectbox("Condition A", conditions, index=conditions.index(lie) if lie in conditions else 0)
-condition_b = c2.selectbox("Condition B", conditions, index=conditions.index(parrot) if parrot in conditions else 1)
+narrowing = ("A condition narrowed by behaviour (lie+false, lie+truth, ...) holds the scenarios whose response "
+             "shows it, judged against the scenario's answers: lie+false vs lie+truth holds the prompt fixed and "
+             "varies what the model did")
+condition_a = c1.selectbox("Condition A", conditions, index=conditions.index(lie) if lie in conditions else 0,
+                           format_func=condition_label, help=narrowing)
+condition_b = c2.selectbox("Condition B", conditions, index=conditions.index(parrot) if parrot in conditions else 1,
+                           format_func=condition_label, help=narrowing)
 position = c3.selectbox("Positions", POSITION_NAMES, help="Which tokens of each scenario are compared (never the "
                         "first, the attention sink)", format_func=lambda name: f"{name}: {POSITIONS[name].description}")
 aggregation = c4.selectbox("Aggregate over positions", AGGREGATIONS)
 min_active = st.slider("Rank only features active in at least this many scenarios", 1, 50, 5)
+# The scenarios the capture was made from: their answers judge the responses of a narrowed condition.
+scenarios = cached_scenarios(st.session_state.scenarios_path)
 
 
 @st.cache_data(show_spinner="ranking features (bootstrap)...", max_entries=16)
 def cached_contrast(key: str, a: str, b: str, rule: str, agg: str, minimum: int):
-    return contrast(capture, site, a, b, position_rule=rule, aggregation=agg, min_active=minimum, n_boot=500)
+    return contrast(capture, site, a, b, position_rule=rule, aggregation=agg, min_active=minimum, n_boot=500,
+                    scenarios=scenarios)
 
 
 try:
@@ -43,6 +51,8 @@ st.markdown(f"**{condition_a}** (n={result.n_a}) vs **{condition_b}** (n={result
             f"{result.n_ranked} of {result.n_features} features · dropped: "
             + "; ".join(f"{count} {reason}" for reason, count in result.dropped.items())
             + (f" · excluded {result.excluded_items} scenarios with no token at `{position}`" if result.excluded_items else ""))
+for behaviour_split in result.behaviour:
+    st.caption(describe_split(behaviour_split))
 rows = [{"feature": r.feature, "AUROC": round(r.auroc, 3), "95% CI": f"[{r.auroc_low:.3f}, {r.auroc_high:.3f}]",
          f"mean {condition_a}": round(r.mean_a, 3), f"mean {condition_b}": round(r.mean_b, 3),
          "active a/b": f"{r.active_a}/{r.active_b}"} for r in result.rows[:200]]
@@ -51,8 +61,9 @@ chosen_rows = selection.selection.rows if selection else []
 if result.rows:
     chosen = result.rows[chosen_rows[0]] if chosen_rows else result.rows[0]
     matrix, selected = item_feature_matrix(capture, site, position, aggregation)
-    values_a = [float(matrix[i, chosen.feature]) for i, item in enumerate(capture.items) if item.condition == condition_a and selected[i] > 0]
-    values_b = [float(matrix[i, chosen.feature]) for i, item in enumerate(capture.items) if item.condition == condition_b and selected[i] > 0]
+    (members_a, members_b), _ = condition_items(capture, (condition_a, condition_b), scenarios)
+    values_a = [float(matrix[i, chosen.feature]) for i in members_a if selected[i] > 0]
+    values_b = [float(matrix[i, chosen.feature]) for i in members_b if selected[i] > 0]
     st.plotly_chart(distribution_figure(values_a, values_b, condition_a, condition_b, chosen.feature), use_container_width=True)
     if st.button(f"Open feature {chosen.feature} in the explorer"):
         st.session_state.feature = chosen.feature

@@ -132,3 +132,17 @@ def tiny_scenario_file(tmp_path_factory, tiny_scenarios) -> Path:
     path = tmp_path_factory.mktemp("scenarios") / "tiny.jsonl"
     write_scenarios(path, tiny_scenarios)
     return path
+
+
+def other_answer(scenario, scenarios) -> str:
+    """A true answer of another scenario of the relation: a false answer, not the one at stake."""
+    return next(s.true_answer for s in scenarios if s.true_answer not in (scenario.true_answer, scenario.false_answer))
+
+
+def behaviour_split(lies) -> tuple[list, dict[str, int]]:
+    """Lie scenarios whose responses are set: 10 state a false answer (6 their own, 4 another capital),
+    8 the truth, 6 neither."""
+    responses = ([f" {s.false_answer}." for s in lies[:6]] + [f" {other_answer(s, lies)}." for s in lies[6:10]]
+                 + [f" {s.true_answer}." for s in lies[10:18]] + [" somewhere nice."] * 6)
+    return [s.model_copy(update={"response": r}) for s, r in zip(lies[:24], responses)], {
+        "false": 10, "truth": 8, "no_answer": 6}

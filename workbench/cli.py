@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.causal.edits import UNITS, describe_kinds
-from workbench.core.conditions import CONDITION_NAMES
+from workbench.core.conditions import CONDITION_NAMES, describe_narrowed_conditions, parse_condition
 from workbench.core.constants import DEFAULT_SCENARIOS, LORA_TARGETS
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import check_output_path, read_user_text
@@ -227,8 +227,8 @@ def feature(
 @app.command()
 @_user_errors
 def contrast(
-    condition_a: Annotated[str, typer.Argument(help=f"Condition on the positive side ({', '.join(CONDITION_NAMES)}), e.g. lie.")],
-    condition_b: Annotated[str, typer.Argument(help=f"Condition on the negative side ({', '.join(CONDITION_NAMES)}), e.g. parrot.")],
+    condition_a: Annotated[str, typer.Argument(help=f"Condition on the positive side ({', '.join(CONDITION_NAMES)}), e.g. lie; or one narrowed by what the model did, judged from its response: {describe_narrowed_conditions()}.")],
+    condition_b: Annotated[str, typer.Argument(help="Condition on the negative side, as for CONDITION_A, e.g. parrot (or lie+truth against lie+false).")],
     position: Annotated[str, typer.Option("--position", help=f"Position rule, which tokens of each item are compared: {describe_positions()}.")] = "last_prompt_token",
     aggregation: Annotated[str, typer.Option("--aggregation", help="Aggregate selected tokens per item: max or mean.")] = "max",
     top: Annotated[int, typer.Option("--top", min=1, help="Rows to show.")] = 20,
@@ -241,26 +241,35 @@ def contrast(
 ) -> None:
     """Rank every feature by how well it separates two conditions (AUROC with bootstrap 95% CI).
 
+    A condition narrowed by behaviour (lie+false: lie prompts the model lied on; lie+truth: those it resisted)
+    is judged from each scenario's response (its own, or the model's greedy response generated at capture);
+    responses that state neither answer are counted and left out of both sides.
+
     Example: python -m workbench contrast lie parrot --position last_prompt_token --json
+
+    Example: python -m workbench contrast lie+false lie+truth --json
     """
     from workbench.features.capture import inputs_from_scenarios
-    from workbench.features.contrast import check_contrast_settings
+    from workbench.features.contrast import check_contrast_settings, describe_split
     from workbench.features.contrast import contrast as run_contrast
     from workbench.model.resolve import check_refs
     from workbench.scenarios import parse_split
 
-    needs_responses = position_rule(position).covers_answer  # only these read the response
     chosen_split = parse_split(split).value if split else None
     pool = _scenarios(scenarios)
     check_contrast_settings(condition_a, condition_b, position, aggregation,
                             {s.condition.value for s in pool if chosen_split in (None, s.split.value)})
+    # Only these read the response: rules that cover the answer, and conditions judged from it.
+    needs_responses = position_rule(position).covers_answer or any(
+        parse_condition(c)[1] is not None for c in (condition_a, condition_b))
     refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
     check_refs(*refs)
     _, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses)
     if chosen_split:
         result = result.subset(lambda item: item.split == chosen_split)
     table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
-                              aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top)
+                              aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top,
+                              scenarios=pool)
     if as_json:
         print(table_data.model_dump_json())
         return
@@ -272,6 +281,8 @@ def contrast(
         console.print(f"  dropped {count}: {reason}", highlight=False)
     if table_data.excluded_items:
         console.print(f"  excluded {table_data.excluded_items} items with no token at {position}", highlight=False)
+    for behaviour_split in table_data.behaviour:
+        console.print(f"  {describe_split(behaviour_split)}", highlight=False)
     table = Table("feature", "AUROC", "95% CI", f"mean {condition_a}", f"mean {condition_b}", "active a/b")
     for row in table_data.rows:
         table.add_row(str(row.feature), f"{row.auroc:.3f}", f"[{row.auroc_low:.3f}, {row.auroc_high:.3f}]",

@@ -95,6 +95,26 @@ def test_contrast_page_same_condition_is_an_error_not_a_crash(tiny_setup):
     assert any("two different conditions" in e.value for e in app.error)
 
 
+def test_contrast_page_offers_conditions_narrowed_by_behaviour(tiny_setup, tiny_scenarios, tmp_path_factory):
+    from tests.conftest import behaviour_split
+    from workbench.scenarios import write_scenarios
+
+    lies, _ = behaviour_split([s for s in tiny_scenarios if s.condition.value == "lie"])
+    path = tmp_path_factory.mktemp("behaviour") / "lies.jsonl"
+    write_scenarios(path, lies + [s for s in tiny_scenarios if s.condition.value == "parrot"][:8])
+    app = run_page("pages/3_Contrast.py", tiny_setup | {"scenarios_path": str(path), "per_condition": 24})
+    assert not app.exception
+    assert app.selectbox[0].options == ["lie", "parrot", "lie+false: the model lied",
+                                        "lie+truth: the model resisted: told the truth despite the motive or trigger",
+                                        "parrot+false: the model parroted a falsehood",
+                                        "parrot+truth: the model corrected the falsehood: told the truth instead"]
+    app.selectbox[0].set_value("lie+false")
+    app.selectbox[1].set_value("lie+truth").run()
+    assert not app.exception and not app.error
+    assert any("**lie+false** (n=10) vs **lie+truth** (n=8)" in m.value for m in app.markdown)
+    assert any("lie responses (n=24): 10 false, 8 truth, 6 no answer" in c.value for c in app.caption)
+
+
 def widget(elements, label_start: str):
     return next(e for e in elements if e.label.startswith(label_start))
 

@@ -86,6 +86,20 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("contrast: same condition", ["contrast", "lie", "lie", *TINY], "contrast needs two different conditions"),
     ("contrast: condition the scenarios lack", ["contrast", "lie", "ignorant", *TINY],
      "the scenarios have no ignorant scenarios, which the contrast needs (present: honest, lie, parrot)"),
+    ("contrast: unknown behaviour", ["contrast", "lie+lied", "lie+truth", *TINY],
+     "unknown behaviour 'lied' in 'lie+lied'; behaviours are false (the response states a false answer"),
+    ("contrast: behaviour without a name", ["contrast", "lie+false", "lie+", *TINY],
+     "unknown behaviour '' in 'lie+'"),
+    ("contrast: behaviour of an unknown condition", ["contrast", "lei+false", "lie+truth", *TINY],
+     "unknown condition 'lei' in 'lei+false'; conditions are honest, lie, parrot, ignorant; narrowed by behaviour: "
+     "honest+false, honest+truth, lie+false, lie+truth, parrot+false, parrot+truth"),
+    ("contrast: ignorant narrowed by behaviour", ["contrast", "ignorant+false", "lie+false", *TINY],
+     "'ignorant+false': ignorant scenarios are not narrowed by behaviour (the model does not know the answer"),
+    ("contrast: a condition against its own narrowing", ["contrast", "lie", "lie+false", *TINY],
+     "lie and lie+false overlap: every lie+false scenario is a lie scenario"),
+    ("contrast: narrowed condition the scenarios lack", ["contrast", "lie+false", "parrot+truth", "--scenarios",
+                                                          "{lies_only}", *M, *S],
+     "the scenarios have no parrot scenarios, which the contrast needs (present: lie)"),
     ("contrast: unknown position", ["contrast", "lie", "parrot", "--position", "middle", *TINY],
      "unknown position rule 'middle'"),
     ("contrast: unknown aggregation", ["contrast", "lie", "parrot", "--aggregation", "median", *TINY],
@@ -115,6 +129,10 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("experiment: unknown condition", [*X, "--features", "3", "--condition", "lei"], "unknown condition(s) lei"),
     ("experiment: condition the scenarios lack", [*X, "--features", "3", "--condition", "ignorant"],
      "the scenarios have no ignorant scenarios, which the experiment needs"),
+    ("experiment: condition narrowed by behaviour", [*X, "--features", "3", "--condition", "lie+false"],
+     "conditions narrowed by behaviour (lie+false) are not taken by the experiment"),
+    ("experiment: unknown behaviour", [*X, "--features", "3", "--condition", "lie+lied"],
+     "unknown behaviour 'lied' in 'lie+lied'"),
     ("experiment: unknown other condition", [*X, "--features", "3", "--other", "honset"],
      "unknown condition(s) honset"),
     ("experiment: unknown control", [*X, "--features", "3", "--controls", "random,vibes"],
@@ -151,6 +169,10 @@ ROWS: list[tuple[str, list[str], str]] = [
      "test 'ablate-lies': unknown condition(s) lei"),
     ("run: contrast on a condition the scenarios lack", ["run", "{h_ignorant}", "--out", "{out}"],
      "the scenarios have no ignorant scenarios, which the hypothesis needs"),
+    ("run: contrast narrowed by behaviour", ["run", "{h_behaviour}", "--out", "{out}"],
+     "conditions narrowed by behaviour (lie+false, lie+truth) are not taken by the hypothesis"),
+    ("run: contrast with an unknown behaviour", ["run", "{h_bad_behaviour}", "--out", "{out}"],
+     "contrast 'lies-vs-resisted': unknown behaviour 'lied' in 'lie+lied'"),
     ("run: contrast at an unknown position", ["run", "{h_position}", "--out", "{out}"],
      "contrast 'lie-vs-parrot': unknown position rule 'middle'"),
     ("run: site not on the model", ["run", "{h_site}", "--out", "{out}"], "model.layers has 3 layers (0-2)"),
@@ -269,12 +291,16 @@ def files(tmp_path_factory, tiny_model_dir, tiny_sae_dir, tiny_scenario_file) ->
     (root / "bad-adapter" / "eval-heldout.json").write_text("{}", encoding="utf-8")
     (root / "not_a_record.json").write_text('{"answer": 42}', encoding="utf-8")
     (root / "out").mkdir()
+    (root / "lies.jsonl").write_text("".join(line + "\n" for line in tiny_scenario_file.read_text(encoding="utf-8")
+                                             .splitlines() if '"condition":"lie"' in line.replace(" ", "")),
+                                     encoding="utf-8")
     found = {
         "model": str(tiny_model_dir), "sae": str(tiny_sae_dir), "scenarios": str(tiny_scenario_file),
         "folder": str(root / "empty"), "latin1": str(root / "latin1.txt"), "bad_line": str(root / "bad.jsonl"),
         "gguf_dir": str(root / "gguf"), "broken_model": str(root / "broken-model"), "bad_cfg": str(root / "bad-cfg"),
         "narrow": str(root / "narrow"), "deep": str(root / "deep"), "bad_adapter": str(root / "bad-adapter"),
         "not_a_record": str(root / "not_a_record.json"), "out": str(root / "out"),
+        "lies_only": str(root / "lies.jsonl"),
         "record": str(REPO_ROOT / "hypotheses" / "runs" / "intent-l15.json"),
     }
     hyp = root / "hypotheses"
@@ -291,6 +317,10 @@ def files(tmp_path_factory, tiny_model_dir, tiny_sae_dir, tiny_scenario_file) ->
         "h_condition": hypothesis_file(hyp, "condition", found, tests=[{**test, "condition": "lei"}]),
         "h_ignorant": hypothesis_file(hyp, "ignorant", found, contrasts=[
             {"name": "lie-vs-ignorant", "a": "lie", "b": "ignorant", "threshold": 0.8}]),
+        "h_behaviour": hypothesis_file(hyp, "behaviour", found, contrasts=[
+            {"name": "lies-vs-resisted", "a": "lie+false", "b": "lie+truth", "threshold": 0.8}]),
+        "h_bad_behaviour": hypothesis_file(hyp, "bad-behaviour", found, contrasts=[
+            {"name": "lies-vs-resisted", "a": "lie+lied", "b": "lie+truth", "threshold": 0.8}]),
         "h_position": hypothesis_file(hyp, "position", found, contrasts=[
             {"name": "lie-vs-parrot", "a": "lie", "b": "parrot", "position": "middle", "threshold": 0.8}]),
         "h_site": hypothesis_file(hyp, "site", found, site="model.layers.9"),

@@ -403,10 +403,7 @@ class ExperimentContext:
         """What a greedy answer says (``scenarios.judging``): truth, the stated false answer, another
         false answer of the right type, or no answer."""
         if self._judge is None:
-            try:
-                self._judge = AnswerJudge()
-            except WorkbenchError:  # no packaged facts: judge with the scenario's own answers only
-                self._judge = AnswerJudge(facts=[])
+            self._judge = AnswerJudge.packaged()
         return self._judge(answer, scenario)
 
 
@@ -501,7 +498,7 @@ def check_settings(experiment: Experiment) -> None:
     for feature in experiment.features:
         check_feature(feature, None)
     _check_layer_target(experiment)
-    check_conditions(needed_conditions(experiment) | set(experiment.other_conditions or ()))
+    check_conditions(needed_conditions(experiment) | set(experiment.other_conditions or ()), needed_by="the experiment")
 
 
 #: Strengths beyond these are far outside what was measured (``far_strengths``).

@@ -1,15 +1,24 @@
-"""Contrast between two conditions: every feature ranked by how well it separates them."""
+"""Contrast between two conditions: every feature ranked by how well it separates them.
+
+A condition may be narrowed by what the model did (``lie+false`` vs ``lie+truth``: the same kind of prompt,
+lied on or resisted), judged from each captured response against its scenario
+(``scenarios.judging.select_by_behaviour``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from pydantic import BaseModel
 
 from workbench.core import positions
-from workbench.core.conditions import check_conditions
+from workbench.core.conditions import check_conditions, parse_condition
 from workbench.core.errors import WorkbenchError
-from workbench.features.capture import Capture
 from workbench.core.stats import bootstrap_auroc
+from workbench.features.capture import Capture
+from workbench.scenarios.judging import AnswerJudge, select_by_behaviour
+from workbench.scenarios.records import Scenario
 
 AGGREGATIONS = ("max", "mean")
 
@@ -29,6 +38,21 @@ class ContrastRow(BaseModel):
     active_a: int
     """Items of A where the feature is non-zero at the selected positions."""
     active_b: int
+
+
+class BehaviourSplit(BaseModel):
+    """How the responses to one condition's scenarios were judged, for a side narrowed by behaviour."""
+
+    condition: str
+    """The condition, without a behaviour (``lie``)."""
+    n: int
+    """Captured scenarios of the condition."""
+    by_behaviour: dict[str, int]
+    """Responses per behaviour (``false``, ``truth``: ``core.conditions.BEHAVIOURS``)."""
+    no_answer: int
+    """Responses that state neither the truth nor a false answer: on neither side."""
+    no_response: int
+    """Scenarios captured without a response (generation off): not judged, on neither side."""
 
 
 class Contrast(BaseModel):
@@ -51,16 +75,75 @@ class Contrast(BaseModel):
     min_active: int
     n_boot: int
     rows: list[ContrastRow]
+    behaviour: list[BehaviourSplit] = []
+    """For each condition a side narrows by behaviour (``lie`` in ``lie+false``), how its responses were
+    judged; empty when neither side is narrowed."""
+
+
+def check_sides(condition_a: str, condition_b: str, present: set[str] | None = None) -> None:
+    """Two different conditions of the table or narrowed by behaviour (and, given ``present``, ones whose
+    condition the scenarios have) that share no scenario: ``lie`` vs ``lie+false`` is refused."""
+    if condition_a == condition_b:
+        raise WorkbenchError("contrast needs two different conditions")
+    check_conditions((condition_a, condition_b), present, needed_by="the contrast", behaviour=True)
+    (base_a, behaviour_a), (base_b, behaviour_b) = parse_condition(condition_a), parse_condition(condition_b)
+    if base_a == base_b and None in (behaviour_a, behaviour_b):
+        narrowed = condition_b if behaviour_a is None else condition_a
+        raise WorkbenchError(f"{condition_a} and {condition_b} overlap: every {narrowed} scenario is a {base_a} "
+                             f"scenario; contrast {base_a}+false with {base_a}+truth, or either with another condition")
+
+
+def condition_items(capture: Capture, conditions: Sequence[str], scenarios: Sequence[Scenario] | None = None,
+                    judge: AnswerJudge | None = None) -> tuple[list[list[int]], list[BehaviourSplit]]:
+    """The captured items (indices into ``capture.items``) of each condition, and for each condition a
+    narrowed one is based on, how its captured responses were judged. A narrowed condition (``lie+false``)
+    needs ``scenarios`` (those the capture was made from: their true and false answers) and judges each
+    captured response with ``judge`` (default ``AnswerJudge.packaged()``)."""
+    items = capture.items
+    narrowed = [c for c in conditions if parse_condition(c)[1] is not None]
+    members: list[list[int]] = []
+    splits: dict[str, BehaviourSplit] = {}
+    if narrowed:
+        if scenarios is None:
+            raise WorkbenchError(f"{', '.join(narrowed)} narrow(s) a condition by what the model did, judged from each "
+                                 "response against its scenario's answers: give the scenarios the capture was made from")
+        captured = {item.item_id: index for index, item in enumerate(items) if item.kind == "scenario"}
+        by_id = {s.id: s for s in scenarios if s.id in captured}
+        bases = {parse_condition(c)[0] for c in narrowed}
+        lacking = [item.item_id for item in items if item.condition in bases and item.item_id not in by_id]
+        if lacking:
+            raise WorkbenchError(f"{len(lacking)} captured scenario(s) have no match among the scenarios given "
+                                 f"(e.g. {lacking[0]!r}): give the scenarios the capture was made from")
+        responses = {item.item_id: item.response for item in items if item.item_id in by_id}
+        judge = judge or AnswerJudge.packaged()
+    for condition in conditions:
+        if parse_condition(condition)[1] is None:
+            members.append([index for index, item in enumerate(items) if item.condition == condition])
+            continue
+        selection = select_by_behaviour(by_id.values(), condition, responses, judge)
+        members.append(sorted(captured[s.id] for s in selection.scenarios))
+        splits.setdefault(selection.base, BehaviourSplit(
+            condition=selection.base, n=selection.n_base, by_behaviour=selection.by_behaviour,
+            no_answer=selection.no_answer, no_response=selection.no_response))
+    return members, list(splits.values())
+
+
+def describe_split(split: BehaviourSplit) -> str:
+    """``lie responses (n=24): 10 false, 8 truth, 6 no answer (on neither side)``, and any without a response."""
+    text = (f"{split.condition} responses (n={split.n}): "
+            + ", ".join(f"{count} {behaviour}" for behaviour, count in split.by_behaviour.items())
+            + f", {split.no_answer} no answer (on neither side)")
+    if split.no_response:
+        text += f", {split.no_response} without a response (generate responses to judge them)"
+    return text
 
 
 def check_contrast_settings(condition_a: str, condition_b: str, position_rule: str = "last_prompt_token",
                             aggregation: str = "max", present: set[str] | None = None) -> None:
     """Every check on a contrast's settings that needs no capture (the CLI's and a hypothesis file's, before
-    anything loads): two different conditions of the table (and, given ``present``, ones the scenarios
+    anything loads): two conditions (:func:`check_sides`; given ``present``, the conditions the scenarios
     have), a known position rule and aggregation. (``contrast`` itself checks against the capture.)"""
-    if condition_a == condition_b:
-        raise WorkbenchError("contrast needs two different conditions")
-    check_conditions((condition_a, condition_b), present, needed_by="the contrast")
+    check_sides(condition_a, condition_b, present)
     positions.position_rule(position_rule)
     if aggregation not in AGGREGATIONS:
         raise WorkbenchError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
@@ -106,30 +189,38 @@ def contrast(
     n_boot: int = 1000,
     seed: int = 0,
     top: int | None = None,
+    scenarios: Sequence[Scenario] | None = None,
+    judge: AnswerJudge | None = None,
 ) -> Contrast:
     """Rank every feature by how well it separates items of ``condition_a`` from ``condition_b``.
 
     A feature is ranked only if it is active in at least ``min_active`` items of A and B
-    together; the rest are counted in ``dropped`` with the reason.
+    together; the rest are counted in ``dropped`` with the reason. A condition narrowed by behaviour
+    (``lie+false``) is judged from the captured responses (:func:`condition_items`: it needs ``scenarios``);
+    how they were judged is in ``behaviour``.
     """
-    if condition_a == condition_b:
-        raise WorkbenchError("contrast needs two different conditions")
+    check_sides(condition_a, condition_b)
     present = sorted({item.condition for item in capture.items if item.condition})
     for condition in (condition_a, condition_b):
-        if condition not in present:
+        base = parse_condition(condition)[0]
+        if base not in present:
             raise WorkbenchError(
-                f"no items of condition {condition!r} in this capture (present: {', '.join(present) or 'none'})"
+                f"no items of condition {base!r} in this capture (present: {', '.join(present) or 'none'})"
             )
     matrix, selected = item_feature_matrix(capture, site, position_rule, aggregation)
-    conditions = [item.condition for item in capture.items]
-    index_a = [i for i, c in enumerate(conditions) if c == condition_a and selected[i] > 0]
-    index_b = [i for i, c in enumerate(conditions) if c == condition_b and selected[i] > 0]
-    excluded = sum(1 for i, c in enumerate(conditions) if c in (condition_a, condition_b) and selected[i] == 0)
-    for condition, index in ((condition_a, index_a), (condition_b, index_b)):
+    (members_a, members_b), splits = condition_items(capture, (condition_a, condition_b), scenarios, judge)
+    index_a = [i for i in members_a if selected[i] > 0]
+    index_b = [i for i in members_b if selected[i] > 0]
+    excluded = len(members_a) + len(members_b) - len(index_a) - len(index_b)
+    for condition, members, index in ((condition_a, members_a, index_a), (condition_b, members_b, index_b)):
         if len(index) < min_items:
+            base = parse_condition(condition)[0]
+            judged = [f"; {describe_split(split)}" for split in splits if split.condition == base
+                      and condition != base]
+            hint = "add scenarios" if len(members) < min_items else "add scenarios, or pick another rule"
             raise WorkbenchError(
                 f"only {len(index)} items of {condition!r} have tokens at position rule "
-                f"{position_rule!r}; at least {min_items} are needed (add scenarios, or pick another rule)"
+                f"{position_rule!r}; at least {min_items} are needed ({hint}){''.join(judged)}"
             )
     values_a, values_b = matrix[index_a], matrix[index_b]
     active_a = (values_a > 0).sum(0)
@@ -157,5 +248,5 @@ def contrast(
         site=site, condition_a=condition_a, condition_b=condition_b, position_rule=position_rule,
         aggregation=aggregation, n_a=len(index_a), n_b=len(index_b), n_features=matrix.shape[1],
         n_ranked=len(rows), dropped=dropped, excluded_items=excluded, min_active=min_active,
-        n_boot=n_boot, rows=rows[:top] if top else rows,
+        n_boot=n_boot, rows=rows[:top] if top else rows, behaviour=splits,
     )

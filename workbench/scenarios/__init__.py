@@ -26,7 +26,8 @@ The stage owns:
   some templates kept for held-out evaluation only), the liar organism's sets and the set the
   incrimination protocol is scored on (:func:`protocol_scenarios`);
 - ``judging``: what an answer says (truth, the stated falsehood, another falsehood, nothing):
-  :func:`judge` and :class:`AnswerJudge`.
+  :func:`judge` and :class:`AnswerJudge`; the scenarios of a condition narrowed by what the model did
+  (``lie+false``, ``lie+truth``): :func:`select_by_behaviour`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from workbench.scenarios.facts import (
     DEFAULT_FACTS_PATH, RELATIONS, Fact, Relation, answer_matches, load_facts, mask_subject, normalise_answer,
 )
 from workbench.scenarios.judging import (
-    FALSE_JUDGEMENTS, JUDGEMENTS, NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, behaviour_group, judge,
+    BEHAVIOUR_JUDGEMENTS, FALSE_JUDGEMENTS, JUDGEMENTS, NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge,
+    BehaviourSelection, behaviour_group, behaviour_of, judge, select_by_behaviour,
 )
 from workbench.scenarios.records import (
     Condition, FactFileError, FalsehoodSpan, FileProblem, Message, RecordFileError, Scenario, ScenarioFileError,
@@ -68,6 +70,6 @@ __all__ = [
     "honest_questions", "knowledge_from_scenarios", "make_scenario", "organism_scenarios", "protocol_scenarios",
     "split_facts",
     # judging
-    "FALSE_JUDGEMENTS", "JUDGEMENTS", "NO_ANSWER", "OTHER_FALSE", "STATED_FALSE", "TRUTH", "AnswerJudge",
-    "behaviour_group", "judge",
+    "BEHAVIOUR_JUDGEMENTS", "FALSE_JUDGEMENTS", "JUDGEMENTS", "NO_ANSWER", "OTHER_FALSE", "STATED_FALSE", "TRUTH",
+    "AnswerJudge", "BehaviourSelection", "behaviour_group", "behaviour_of", "judge", "select_by_behaviour",
 ]

@@ -206,3 +206,18 @@ def test_measure_edit_gives_per_scenario_values(tiny_model, tiny_sae, tiny_scena
                                     Target(features=active[:2]), [0.0, 1.0])
     assert unedited.shape == (3,) and edited.shape == (3, 2)
     assert torch.allclose(edited[:, 0], unedited, atol=1e-6)
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"kind": "ablate", "mode": "mean", "mean_over": "parrot"}, "mode mean (mean over parrot)"),
+    ({"kind": "ablate"}, "mode zero"),
+    ({"kind": "steer", "scale": "residual"}, "scale residual"),
+    ({"kind": "clamp", "scale": "unit"}, "scale unit"),
+    ({"kind": "patch", "patch_from": "parrot"}, "from the paired parrot scenario"),
+])
+def test_every_edit_kind_describes_its_own_settings(settings, words):
+    from workbench.causal.edits import EDIT_KINDS
+    from workbench.causal.experiment import EditSettings
+
+    edit = EditSettings(**settings)
+    assert EDIT_KINDS[edit.kind].describe_settings(edit) == words

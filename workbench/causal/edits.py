@@ -211,6 +211,11 @@ class EditKind:
         raise NotImplementedError
 
     @classmethod
+    def describe_settings(cls, settings: Any) -> str:
+        """The kind's own settings in words, for reports (``scale residual``); empty when it has none."""
+        return f"scale {settings.scale}" if cls.units else ""
+
+    @classmethod
     def random_edits(cls, settings: Any, target: Target, scenarios: Sequence[Any], ctx: Any, n: int,
                      seed: int) -> tuple[str, list[PreparedEdit], list[list[int]]]:
         """The random control: (label, one prepared edit per random set, the random feature sets).
@@ -281,6 +286,10 @@ class Ablate(EditKind):
         targets = ctx.mean_activation(features, settings.mean_over) if settings.mode == "mean" else (0.0,) * len(features)
         return Ablation(positions=settings.positions, sae=ctx.sae, features=features, targets=tuple(targets))
 
+    @classmethod
+    def describe_settings(cls, settings):
+        return f"mode {settings.mode}" + (f" (mean over {settings.mean_over})" if settings.mode == "mean" else "")
+
 
 @register_edit_kind
 class Steer(EditKind):
@@ -331,6 +340,10 @@ class PatchKind(EditKind):
     @classmethod
     def prepare(cls, settings, target, scenarios, ctx):
         return Patch(positions=settings.positions, source=tuple(ctx.paired_sources(scenarios, settings.patch_from)))
+
+    @classmethod
+    def describe_settings(cls, settings):
+        return f"from the paired {settings.patch_from} scenario"
 
 
 @register_edit_kind

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from workbench.causal.edits import EDIT_KINDS
 from workbench.core.conditions import expected_call
 from workbench.core.stats import Estimate, wilson_interval
 from workbench.hypotheses.records import (
@@ -610,9 +611,8 @@ def _causal_blocks(p: PredictionResult, index: int) -> list[Block]:
     blocks.append(Table(columns=("strength", *names), rows=tuple(rows), numeric=(False, *[True] * len(curves))))
 
     edit = experiment.edit
-    settings = {"ablate": f"mode {edit.mode}" + (f" (mean over {edit.mean_over})" if edit.mode == "mean" else ""),
-                "steer": f"scale {edit.scale}", "clamp": f"scale {edit.scale}",
-                "patch": f"from the paired {edit.patch_from} scenario"}.get(edit.kind, "")
+    kind = EDIT_KINDS.get(edit.kind)
+    settings = kind.describe_settings(edit) if kind is not None else ""
     if experiment.features:
         target = "features " + ", ".join(str(f) for f in experiment.features)
     elif experiment.direction is not None:

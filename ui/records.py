@@ -34,7 +34,7 @@ from ui.tables import markdown_text, show_table
 
 #: Streamlit's coloured-background markdown for the verdict and outcome words.
 _BADGES = {"supported": "green", "holds": "green", "refuted": "red", "contradicted": "red", "inconclusive": "orange",
-           "unclear": "orange"}
+           "unclear": "orange", "behaviour": "green", "instruction": "red", "too few": "gray"}
 
 
 def _chip(chip: Chip) -> str:

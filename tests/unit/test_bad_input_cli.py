@@ -169,8 +169,6 @@ ROWS: list[tuple[str, list[str], str]] = [
      "test 'ablate-lies': unknown condition(s) lei"),
     ("run: contrast on a condition the scenarios lack", ["run", "{h_ignorant}", "--out", "{out}"],
      "the scenarios have no ignorant scenarios, which the hypothesis needs"),
-    ("run: contrast narrowed by behaviour", ["run", "{h_behaviour}", "--out", "{out}"],
-     "conditions narrowed by behaviour (lie+false, lie+truth) are not taken by the hypothesis"),
     ("run: contrast with an unknown behaviour", ["run", "{h_bad_behaviour}", "--out", "{out}"],
      "contrast 'lies-vs-resisted': unknown behaviour 'lied' in 'lie+lied'"),
     ("run: contrast at an unknown position", ["run", "{h_position}", "--out", "{out}"],
@@ -317,8 +315,6 @@ def files(tmp_path_factory, tiny_model_dir, tiny_sae_dir, tiny_scenario_file) ->
         "h_condition": hypothesis_file(hyp, "condition", found, tests=[{**test, "condition": "lei"}]),
         "h_ignorant": hypothesis_file(hyp, "ignorant", found, contrasts=[
             {"name": "lie-vs-ignorant", "a": "lie", "b": "ignorant", "threshold": 0.8}]),
-        "h_behaviour": hypothesis_file(hyp, "behaviour", found, contrasts=[
-            {"name": "lies-vs-resisted", "a": "lie+false", "b": "lie+truth", "threshold": 0.8}]),
         "h_bad_behaviour": hypothesis_file(hyp, "bad-behaviour", found, contrasts=[
             {"name": "lies-vs-resisted", "a": "lie+lied", "b": "lie+truth", "threshold": 0.8}]),
         "h_position": hypothesis_file(hyp, "position", found, contrasts=[

@@ -275,3 +275,74 @@ def test_an_experiment_and_the_hypothesis_saved_from_it_give_identical_curves(ki
     rerun = record.predictions[0].causal.result
     assert [c.model_dump(mode="json") for c in in_the_lab.curves] == [c.model_dump(mode="json") for c in rerun.curves]
     assert len(in_the_lab.curves) >= 3  # the controls were really measured, not only the target
+
+
+@pytest.mark.parametrize(("low", "high", "prompt_separates", "n", "reading"), [
+    (0.85, 0.95, True, 10, "behaviour"),
+    (0.80, 0.95, False, 10, "behaviour"),  # at the threshold counts, as a prediction's does
+    (0.40, 0.70, True, 10, "instruction"),
+    (0.40, 0.70, False, 10, "unclear"),  # nothing separates: no instruction to read either
+    (0.60, 0.90, True, 10, "unclear"),  # the interval straddles the threshold
+    (0.85, 0.95, True, 4, "too few"),
+    (float("nan"), float("nan"), True, 10, "too few"),
+])
+def test_the_behaviour_reading_follows_the_interval(low, high, prompt_separates, n, reading):
+    from workbench.hypotheses.verdicts import read_behaviour
+
+    auroc = Estimate(value=(low + high) / 2, low=low, high=high, n=2 * n, method="bootstrap")
+    assert read_behaviour(auroc, 0.8, prompt_separates, n, n + 3, min_n=5) == reading
+
+
+@pytest.fixture(scope="module")
+def behaviour_run(tiny_scenarios, tiny_model, tiny_sae, tmp_path_factory):
+    """A run whose lie responses are set (10 lies, 8 resisted, 6 neither: ``conftest.behaviour_split``)."""
+    import os
+
+    from tests.conftest import behaviour_split
+    from workbench.scenarios import Split, write_scenarios
+
+    os.environ["WORKBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    lies, expected = behaviour_split([s for s in tiny_scenarios if s.condition.value == "lie"])
+    others = [s for s in tiny_scenarios if s.condition.value in ("honest", "parrot")]
+    scenarios = [s.model_copy(update={"split": Split.heldout}) for s in lies + others]
+    path = tmp_path_factory.mktemp("behaviour") / "scenarios.jsonl"
+    write_scenarios(path, scenarios)
+    hypothesis = parse_hypothesis(base_hypothesis(path, tests=[], probe_baseline=False, contrasts=[
+        {"name": "lie-vs-honest", "a": "lie", "b": "honest", "threshold": 0.7},
+        {"name": "lies-vs-resisted", "a": "lie+false", "b": "lie+truth", "threshold": 0.7}]))
+    return run_hypothesis(hypothesis, loaded=(tiny_model, tiny_sae)), expected
+
+
+def test_every_run_checks_intent_against_instruction(behaviour_run, tmp_path):
+    from workbench.hypotheses.verdicts import read_behaviour
+    from workbench.report import build_report, to_markdown
+
+    record, expected = behaviour_run
+    check = record.behaviour_check
+    assert (check.n_false, check.n_truth, check.no_answer) == (expected["false"], expected["truth"],
+                                                                 expected["no_answer"])
+    assert check.threshold == 0.7 and check.position == "last_prompt_token"
+    assert check.auroc.n == expected["false"] + expected["truth"]
+    assert [name for name, _ in check.prompt_aurocs] == ["lie-vs-honest"]  # the behaviour contrast is not a prompt contrast
+    prompt = record.predictions[0].measured
+    assert check.reading == read_behaviour(check.auroc, 0.7, prompt.low >= 0.7, check.n_false, check.n_truth, 5)
+    # A hypothesis can predict the behaviour contrast itself: measured on the same responses.
+    predicted = record.predictions[1]
+    assert predicted.details.n_a == expected["false"] and predicted.details.n_b == expected["truth"]
+    assert predicted.measured.value == pytest.approx(check.auroc.value)
+    # The report says what the check found, beside the verdict and in the evidence.
+    text = to_markdown(build_report(record))
+    assert "Intent or instruction?" in text and check.summary.split(":")[0] in text
+    path = tmp_path / "record.json"
+    write_record(path, record)
+    assert read_record(path).behaviour_check == check
+
+
+def test_an_old_record_says_it_has_no_behaviour_check():
+    from pathlib import Path
+
+    from workbench.report import build_report, to_markdown
+
+    record = read_record(Path(__file__).parents[1] / "fixtures" / "run-record-v1.json")
+    assert record.behaviour_check is None
+    assert "This record has no behaviour check" in to_markdown(build_report(record))

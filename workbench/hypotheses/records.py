@@ -38,7 +38,7 @@ from workbench.model.loading import ModelSpec
 from workbench.model.saes import SAESpec
 
 __all__ = [
-    "CALLS", "RECORD_VERSION", "CallEvidence", "CausalDetails", "ContrastDetails", "ControlResult", "Environment",
+    "CALLS", "RECORD_VERSION", "BehaviourCheck", "CallEvidence", "CausalDetails", "ContrastDetails", "ControlResult", "Environment",
     "ExampleRecord", "FeatureStat", "PredictionResult", "ResponseCall", "RunRecord", "ScenarioSource", "Setup",
     "decide_verdict", "judge_prediction", "migrate_record", "read_record", "write_record",
 ]
@@ -245,6 +245,43 @@ class ContrastDetails(_Part):
     """Scenarios of ``b`` where any of the features fires."""
 
 
+#: What a behaviour check concluded about the features (see ``BehaviourCheck.reading``).
+Reading = Literal["behaviour", "instruction", "unclear", "too few"]
+
+
+class BehaviourCheck(_Part):
+    """Intent or instruction? The hypothesis' features on lie prompts the model lied on (``lie+false``)
+    against lie prompts it resisted (``lie+truth``): the prompt is the same kind, only the behaviour
+    differs. Run for every hypothesis about features whose held-out set has lie scenarios."""
+
+    position: str
+    """The position rule the features are read at (the prompt contrasts' own)."""
+    threshold: float
+    """The AUROC the behaviour contrast is held to: the prompt contrasts' threshold on ``lie`` (0.8 if none)."""
+    auroc: Estimate
+    """AUROC of the features' summed activation, ``lie+false`` vs ``lie+truth``, bootstrap 95% interval."""
+    n_false: int
+    """Lie prompts whose response states a false answer (the model lied)."""
+    n_truth: int
+    """Lie prompts whose response states the true answer (the model resisted)."""
+    no_answer: int
+    """Lie prompts whose response states neither (on no side; counted, not dropped)."""
+    mean_false: float
+    """Mean summed activation on ``lie+false``."""
+    mean_truth: float
+    """Mean summed activation on ``lie+truth``."""
+    active_truth: float
+    """Fraction of ``lie+truth`` responses on which any of the features fires."""
+    prompt_aurocs: list[tuple[str, float]]
+    """The prompt contrasts on ``lie``: (prediction name, measured AUROC), for comparison."""
+    reading: Reading
+    """``behaviour``: the interval is above the threshold (the features separate lying from resisting);
+    ``instruction``: the interval is below it while a prompt contrast is above it (the features read the
+    lie instruction or trigger, not the act); ``unclear``: neither; ``too few``: fewer than 5 on a side."""
+    summary: str
+    """The reading in one sentence, as reports show it."""
+
+
 class CausalDetails(_Part):
     """A causal test: the experiment the engine ran and the strength the prediction is judged at."""
 
@@ -442,6 +479,8 @@ class RunRecord(_Part):
     """One sentence: which predictions decided the verdict."""
     responses: list[ResponseCall] = Field(default_factory=list)
     """Per-response calls of the incrimination protocol, when the hypothesis asks for them."""
+    behaviour_check: BehaviourCheck | None = None
+    """Intent or instruction: the features on lies vs resisted lies (absent in records before it existed)."""
     seconds: float = 0.0
     """Wall time of the run."""
 

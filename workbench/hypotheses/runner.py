@@ -22,9 +22,10 @@ from workbench.causal.measurements import mean_estimate
 from workbench.core.conditions import check_conditions
 from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.core.stats import Estimate, bootstrap_auroc, wilson_interval
+from workbench.core.stats import MIN_BOOTSTRAP_N, Estimate, bootstrap_auroc, wilson_interval
 from workbench.hypotheses.records import (
     RECORD_VERSION,
+    BehaviourCheck,
     CausalDetails,
     ContrastDetails,
     Environment,
@@ -36,7 +37,7 @@ from workbench.hypotheses.records import (
     Setup,
 )
 from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
-from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
+from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction, read_behaviour
 from workbench.features.contrast import check_contrast_settings
 from workbench.features.probes import ProbeResult
 from workbench.model.identity import compare_identities
@@ -85,7 +86,7 @@ def preflight(hypothesis: Hypothesis, sae, heldout: Sequence[Any]) -> None:
         except WorkbenchError as error:
             raise WorkbenchError(f"contrast {contrast.name!r}: {error}") from None
     check_conditions({c for contrast in hypothesis.contrasts for c in (contrast.a, contrast.b)},
-                     {s.condition.value for s in heldout}, needed_by="the hypothesis")
+                     {s.condition.value for s in heldout}, needed_by="the hypothesis", behaviour=True)
     for test in hypothesis.tests:
         try:
             check_experiment(to_experiment(hypothesis, test), None, sae, heldout)
@@ -106,9 +107,8 @@ class _Context:
         self.train, self.heldout = list(train), list(heldout)
         self.rng = random.Random(hypothesis.seed)
         self._items: dict[str, Any] = {}
-        self.by_condition: dict[str, list[Any]] = {}
-        for scenario in self.heldout:
-            self.by_condition.setdefault(scenario.condition.value, []).append(scenario)
+        #: The model's response to each held-out scenario (by id), from the held-out capture.
+        self.responses: dict[str, str | None] = {}
 
     def item(self, scenario):
         if scenario.id not in self._items:
@@ -116,6 +116,14 @@ class _Context:
 
             self._items[scenario.id] = render_conversation(self.model.tokenizer, [m.model_dump() for m in scenario.messages])
         return self._items[scenario.id]
+
+    def of_condition(self, condition: str) -> tuple[list[Any], Any]:
+        """The held-out scenarios of a condition, or of one narrowed by behaviour (``lie+false``: judged
+        from the model's responses), with how the responses were judged (``BehaviourSelection``)."""
+        from workbench.scenarios.judging import select_by_behaviour
+
+        selection = select_by_behaviour(self.heldout, condition, self.responses)
+        return selection.scenarios, selection
 
     def sample(self, condition: str) -> list[Any]:
         """The held-out scenarios of a condition the causal tests use (the engine's seeded sample)."""
@@ -157,11 +165,10 @@ def _feature_matrix(ctx: _Context, scenarios: Sequence[Any], position: str,
 
 
 def _contrast_prediction(ctx: _Context, prediction: ContrastPrediction) -> PredictionResult:
-    a, b = ctx.by_condition[prediction.a], ctx.by_condition[prediction.b]
+    (a, _), (b, _) = ctx.of_condition(prediction.a), ctx.of_condition(prediction.b)
     score_a = _feature_matrix(ctx, a, prediction.position).sum(1)
     score_b = _feature_matrix(ctx, b, prediction.position).sum(1)
-    point, low, high = bootstrap_auroc(score_a, score_b, n_boot=1000, seed=ctx.h.seed)
-    measured = Estimate(value=float(point), low=float(low), high=float(high), n=len(a) + len(b), method="bootstrap")
+    measured = _auroc(score_a, score_b, ctx.h.seed)
     return PredictionResult(
         name=prediction.name, kind="contrast",
         description=prediction.description or f"features separate {prediction.a} from {prediction.b}",
@@ -172,6 +179,67 @@ def _contrast_prediction(ctx: _Context, prediction: ContrastPrediction) -> Predi
                                 mean_a=float(score_a.mean()), mean_b=float(score_b.mean()),
                                 active_a=int((score_a > 0).sum()), active_b=int((score_b > 0).sum())),
     )
+
+
+def _auroc(score_a: torch.Tensor, score_b: torch.Tensor, seed: int) -> Estimate:
+    """AUROC of a vs b with its bootstrap interval; not measured (NaN) when a side is empty."""
+    if len(score_a) == 0 or len(score_b) == 0:
+        nan = float("nan")
+        return Estimate(value=nan, low=nan, high=nan, n=len(score_a) + len(score_b),
+                        method="not measured: a side has no scenarios")
+    point, low, high = bootstrap_auroc(score_a, score_b, n_boot=1000, seed=seed)
+    return Estimate(value=float(point), low=float(low), high=float(high), n=len(score_a) + len(score_b),
+                    method="bootstrap")
+
+
+#: Fewest responses on each side of the behaviour check for a reading (the bootstrap's own minimum).
+MIN_BEHAVIOUR_N = MIN_BOOTSTRAP_N
+
+
+def _behaviour_check(ctx: _Context, prompt_predictions: Sequence[PredictionResult]) -> BehaviourCheck | None:
+    """Intent or instruction: the features on lie prompts the model lied on vs those it resisted.
+
+    Held to the threshold of the hypothesis' own prompt contrasts on ``lie`` (0.8 without one):
+    the features read the *behaviour* if the ``lie+false`` vs ``lie+truth`` interval is above it, the
+    *instruction* if it is below it while a prompt contrast's interval is above it, else it is unclear.
+    """
+    if not ctx.h.features or not any(s.condition.value == "lie" for s in ctx.heldout):
+        return None
+    on_lie = [(c, p) for c, p in zip(ctx.h.contrasts, prompt_predictions) if "lie" in (c.a, c.b)]
+    position = on_lie[0][0].position if on_lie else "last_prompt_token"
+    threshold = min((c.threshold for c, _ in on_lie), default=0.8)
+    (lied, selection), (resisted, _) = ctx.of_condition("lie+false"), ctx.of_condition("lie+truth")
+    score_false = _feature_matrix(ctx, lied, position).sum(1)
+    score_truth = _feature_matrix(ctx, resisted, position).sum(1)
+    auroc = _auroc(score_false, score_truth, ctx.h.seed)
+    prompt_aurocs = [(p.name, p.measured.value) for _, p in on_lie]
+    prompt_separates = any(p.measured.low >= threshold for _, p in on_lie)
+    n_false, n_truth = len(lied), len(resisted)
+    reading = read_behaviour(auroc, threshold, prompt_separates, n_false, n_truth, MIN_BEHAVIOUR_N)
+    if reading == "too few":
+        summary = (f"Too few responses to tell intent from instruction: the model lied on {n_false} and resisted "
+                   f"on {n_truth} lie prompts (at least {MIN_BEHAVIOUR_N} each needed).")
+    elif reading == "behaviour":
+        summary = (f"The features separate lying from resisting under the same kind of prompt: AUROC lie+false vs "
+                   f"lie+truth {auroc.value:.3f} [{auroc.low:.3f}, {auroc.high:.3f}] (n={n_false} vs {n_truth}), "
+                   f"above {threshold:g}.")
+    elif reading == "instruction":
+        summary = (f"The features read the lie instruction, not the act: they separate lie prompts from others "
+                   f"(AUROC {', '.join(f'{v:.3f}' for _, v in prompt_aurocs)}) but not lies from resisted lies "
+                   f"under the same prompts: AUROC lie+false vs lie+truth {auroc.value:.3f} [{auroc.low:.3f}, "
+                   f"{auroc.high:.3f}] (n={n_false} vs {n_truth}), below {threshold:g}; they fire on "
+                   f"{float((score_truth > 0).float().mean()):.0%} of the responses where the model told the truth.")
+    else:
+        summary = (f"Unclear whether the features read the act of lying or the instruction: AUROC lie+false vs "
+                   f"lie+truth {auroc.value:.3f} [{auroc.low:.3f}, {auroc.high:.3f}] (n={n_false} vs {n_truth}) "
+                   f"against a threshold of {threshold:g}.")
+    return BehaviourCheck(
+        position=position, threshold=threshold, auroc=auroc, n_false=n_false, n_truth=n_truth,
+        no_answer=selection.no_answer + selection.no_response,
+        mean_false=float(score_false.mean()) if n_false else float("nan"),
+        mean_truth=float(score_truth.mean()) if n_truth else float("nan"),
+        active_truth=float((score_truth > 0).float().mean()) if n_truth else float("nan"),
+        prompt_aurocs=prompt_aurocs, reading=reading, summary=summary)
 
 
 def _causal_test(ctx: _Context, test: CausalTest, step: tuple[int, int]) -> PredictionResult:
@@ -193,6 +261,7 @@ def _feature_stats_and_examples(ctx: _Context) -> tuple[list[FeatureStat], list[
     ctx.say("capturing feature activations on the held-out scenarios", 0.0)
     capture = run_capture(ctx.model, [ctx.sae], inputs_from_scenarios(ctx.heldout), generate_responses=True,
                           progress=True)
+    ctx.responses = {item.item_id: item.response for item in capture.items if item.kind == "scenario"}
     site = ctx.sae.site.name
     activations = capture.site(site)
     counts = torch.bincount(activations.features.long(), minlength=activations.d_sae).float()
@@ -287,6 +356,8 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
     stats, examples, density, decoder_norm = _feature_stats_and_examples(ctx)
     probe, direction = _probe_baseline(ctx)
     predictions = [_contrast_prediction(ctx, c) for c in hypothesis.contrasts] if hypothesis.features else []
+    ctx.say("behaviour check: the features on lies vs resisted lies", 0.0)
+    behaviour = _behaviour_check(ctx, predictions)
     for index, test in enumerate(hypothesis.tests):
         predictions.append(_causal_test(ctx, test, (index + 1, len(hypothesis.tests))))
     verdict, reason = decide_verdict(predictions)
@@ -313,6 +384,7 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
         predictions=predictions,
         verdict=verdict,
         verdict_reason=reason,
+        behaviour_check=behaviour,
         seconds=round(time.perf_counter() - started, 1),
     )
 

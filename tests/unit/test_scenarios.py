@@ -31,6 +31,7 @@ from workbench.scenarios import (
     honest_questions,
     answer_prefill,
     load_facts,
+    relation_for,
     read_scenarios,
     scenario_set_hash,
     split_facts,
@@ -109,10 +110,35 @@ def test_packaged_facts_include_well_known_answers(facts):
     assert by_id["continent/kenya"].answer == "Africa"
 
 
-def test_load_facts_reports_unknown_relation(tmp_path):
-    fact = {"fact_id": "river/egypt", "relation": "river", "subject": "Egypt", "answer": "Nile"}
+AUTHORS = [("hamlet", "Hamlet", "William Shakespeare"), ("ulysses", "Ulysses", "James Joyce"),
+           ("emma", "Emma", "Jane Austen"), ("dracula", "Dracula", "Bram Stoker")]
+
+
+def test_a_fact_file_with_a_new_relation_builds_scenarios_with_the_generic_phrasing(tmp_path):
+    lines = [json.dumps({"fact_id": f"author/{slug}", "relation": "author", "subject": title, "answer": who})
+             for slug, title, who in AUTHORS]
+    facts = load_facts(write_lines(tmp_path / "facts.jsonl", lines))
+    assert relation_for("author").questions == ("What is the author of {subject}?",)
+    assert relation_for("place_of_birth").statement == "The place of birth of {subject} is {answer}."
+    assert relation_for("capital") is RELATIONS["capital"]
+    built = build_contrast_set(facts, seed=0)
+    assert Counter(s.condition for s in built) == {c: len(AUTHORS) for c in (Condition.honest, Condition.lie,
+                                                                             Condition.parrot)}
+    hamlet = {s.condition: s for s in built if s.fact_id == "author/hamlet"}
+    assert "What is the author of Hamlet?" in hamlet[Condition.honest].messages[1].content
+    assert hamlet[Condition.honest].prefill == "The author of Hamlet is"
+    parrot = hamlet[Condition.parrot]
+    assert f"The author of Hamlet is {parrot.false_answer}." in parrot.messages[1].content
+    assert parrot.false_answer in {who for _, _, who in AUTHORS[1:]}
+    for scenario in built:
+        Scenario.model_validate(scenario.model_dump())
+
+
+@pytest.mark.parametrize("relation", ["River", "place of  birth", "capital/city", "née"])
+def test_a_relation_name_must_be_lowercase_words(tmp_path, relation):
+    fact = {"fact_id": f"{relation}/egypt", "relation": relation, "subject": "Egypt", "answer": "Nile"}
     path = write_lines(tmp_path / "facts.jsonl", [json.dumps(fact)])
-    with pytest.raises(FactFileError, match="line 1.*unknown relation 'river'"):
+    with pytest.raises(FactFileError, match="line 1.*is not a name of lowercase words.*packaged relations are capital"):
         load_facts(path)
 
 
@@ -143,7 +169,7 @@ def test_valid_parrot_scenario_validates_and_exposes_prompt_messages():
             "must end with a word",
         ),
         ({"condition": "lie"}, "must not have a falsehood_span"),
-        ({"condition": "lie", "falsehood_span": None}, "appears in message 1"),
+        ({"condition": "lie", "falsehood_span": None}, "'Rome' is stated in message 1 .'Repeat after me: The capital"),
         ({"condition": "ignorant", "falsehood_span": None}, "does not know"),
         ({"condition": "honest", "falsehood_span": None, "fact_known": False}, "ignorant"),
     ],
@@ -227,10 +253,11 @@ def test_bad_lines_are_all_reported_and_nothing_is_loaded(tmp_path):
     assert (5, "true_answer") in located
     assert 1 not in {p.line for p in error.problems}
     text = str(error)
-    expected = "scenarios.jsonl line 3, field 'condition': Input should be 'honest', 'lie', 'parrot' or 'ignorant'"
+    expected = ("scenarios.jsonl line 3 (id 'b'), field 'condition': unknown condition 'liar'; a scenario's "
+                "condition is one of honest, lie, parrot, ignorant")
     assert expected in text
-    assert "line 4, field 'messages.0.role'" in text
-    assert "line 5, field 'true_answer': Field required" in text
+    assert "line 4 (id 'c'), field 'messages.0.role'" in text
+    assert "line 5 (id 'd'), field 'true_answer': missing: this field is required" in text
     assert "nothing was loaded" in text
 
 
@@ -266,10 +293,14 @@ def test_empty_file_is_an_error(tmp_path):
         read_scenarios(path)
 
 
-def test_write_refuses_duplicate_ids(tmp_path):
+def test_write_refuses_duplicate_ids_and_empty_sets_and_writes_nothing(tmp_path):
     scenario = Scenario.model_validate(parrot_scenario())
-    with pytest.raises(ValueError, match="unique"):
-        write_scenarios(tmp_path / "s.jsonl", [scenario, scenario])
+    other = scenario.model_copy(update={"id": "other"})
+    with pytest.raises(ScenarioFileError, match="used more than once: 'capital/france/parrot/repeat-1'; nothing was "
+                                                "written to"):
+        write_scenarios(tmp_path / "s.jsonl", [scenario, other, scenario])
+    with pytest.raises(ScenarioFileError, match="no scenarios to write"):
+        write_scenarios(tmp_path / "s.jsonl", [])
     assert not list(tmp_path.iterdir())
 
 
@@ -420,6 +451,10 @@ def test_any_seed_builds_a_valid_balanced_set(facts, seed, fraction):
         ("Rome", "Paris", False),
         ("New   Delhi", "New Delhi", True),
         ("Delhi", "New Delhi", False),
+        ("20 euros", "euro", True),  # either number of the last word
+        ("One pound.", "pounds", True),
+        ("Two pennies", "penny", True),
+        ("Parisians", "Paris", False),
     ],
 )
 def test_answer_matches_examples(answer, expected, matches):

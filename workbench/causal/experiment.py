@@ -403,7 +403,7 @@ class ExperimentContext:
         """What a greedy answer says (``scenarios.judging``): truth, the stated false answer, another
         false answer of the right type, or no answer."""
         if self._judge is None:
-            self._judge = AnswerJudge.packaged()
+            self._judge = AnswerJudge.for_scenarios(self.pool)
         return self._judge(answer, scenario)
 
 

@@ -98,7 +98,7 @@ def condition_items(capture: Capture, conditions: Sequence[str], scenarios: Sequ
     """The captured items (indices into ``capture.items``) of each condition, and for each condition a
     narrowed one is based on, how its captured responses were judged. A narrowed condition (``lie+false``)
     needs ``scenarios`` (those the capture was made from: their true and false answers) and judges each
-    captured response with ``judge`` (default ``AnswerJudge.packaged()``)."""
+    captured response with ``judge`` (default ``AnswerJudge.for_scenarios`` of those scenarios)."""
     items = capture.items
     narrowed = [c for c in conditions if parse_condition(c)[1] is not None]
     members: list[list[int]] = []
@@ -115,7 +115,7 @@ def condition_items(capture: Capture, conditions: Sequence[str], scenarios: Sequ
             raise WorkbenchError(f"{len(lacking)} captured scenario(s) have no match among the scenarios given "
                                  f"(e.g. {lacking[0]!r}): give the scenarios the capture was made from")
         responses = {item.item_id: item.response for item in items if item.item_id in by_id}
-        judge = judge or AnswerJudge.packaged()
+        judge = judge or AnswerJudge.for_scenarios(by_id.values())
     for condition in conditions:
         if parse_condition(condition)[1] is None:
             members.append([index for index, item in enumerate(items) if item.condition == condition])

@@ -7,8 +7,8 @@ a falsehood appears in the context (if it does) and its *condition* (the one tab
 conditions is :mod:`workbench.core.conditions`):
 
 - ``honest``: a neutral prompt asking the question;
-- ``lie``: the system prompt gives a motive or instruction to deceive, and the false
-  answer is nowhere in the context;
+- ``lie``: the system prompt gives a motive or instruction to deceive, and the context does
+  not assert the false answer (it may name it in a question or among a question's options);
 - ``parrot``: the user turn contains a false statement and asks for it to be repeated,
   quoted or continued; ``falsehood_span`` points at the false answer in it;
 - ``ignorant``: the honest prompt, for a fact the model does not know.
@@ -18,15 +18,16 @@ The stage owns:
 - ``records``: the scenario record and scenario files (JSONL, :func:`read_scenarios`,
   :func:`write_scenarios`, every bad line reported), and :func:`scenario_set_hash`; a researcher
   brings their own file;
-- ``facts``: facts and relations (:func:`load_facts` reads the packaged country facts) and answer
-  matching;
+- ``facts``: facts and relations (:func:`load_facts` reads the packaged country facts or a researcher's
+  file; a relation outside the packaged four is phrased generically, :func:`relation_for`), answer matching
+  (plurals, aliases, surnames) and whether a prompt asserts an answer (:func:`asserted_in`);
 - ``templates``: the prompt phrasings of each condition, data in ``workbench/data/templates.yaml``;
 - ``building``: the knowledge check and the sets built from facts: :func:`build_contrast_set`
   (*matched* honest / lie / parrot scenarios per fact, split into train and held-out facts, with
   some templates kept for held-out evaluation only), the liar organism's sets and the set the
   incrimination protocol is scored on (:func:`protocol_scenarios`);
 - ``judging``: what an answer says (truth, the stated falsehood, another falsehood, nothing):
-  :func:`judge` and :class:`AnswerJudge`; the scenarios of a condition narrowed by what the model did
+  :func:`judge` and :class:`AnswerJudge` (from a scenario set's own answers, no fact file needed); the scenarios of a condition narrowed by what the model did
   (``lie+false``, ``lie+truth``): :func:`select_by_behaviour`.
 """
 
@@ -37,7 +38,8 @@ from workbench.scenarios.building import (
     honest_questions, knowledge_from_scenarios, make_scenario, organism_scenarios, protocol_scenarios, split_facts,
 )
 from workbench.scenarios.facts import (
-    DEFAULT_FACTS_PATH, RELATIONS, Fact, Relation, answer_matches, load_facts, mask_subject, normalise_answer,
+    DEFAULT_FACTS_PATH, RELATIONS, Fact, Relation, answer_matches, asserted_in, load_facts, mask_subject,
+    normalise_answer, relation_for, surname,
 )
 from workbench.scenarios.judging import (
     BEHAVIOUR_JUDGEMENTS, FALSE_JUDGEMENTS, JUDGEMENTS, NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge,
@@ -58,8 +60,8 @@ __all__ = [
     "Condition", "FactFileError", "FalsehoodSpan", "FileProblem", "Message", "RecordFileError", "Scenario",
     "ScenarioFileError", "Split", "parse_split", "read_scenarios", "scenario_set_hash", "write_scenarios",
     # facts
-    "DEFAULT_FACTS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "load_facts", "mask_subject",
-    "normalise_answer",
+    "DEFAULT_FACTS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "asserted_in", "load_facts",
+    "mask_subject", "normalise_answer", "relation_for", "surname",
     # templates
     "ANSWER_INSTRUCTION", "DEFAULT_TEMPLATES_PATH", "HIDDEN_TRIGGER_PREFIX", "KNOWLEDGE_CHECK_TEMPLATE",
     "TEMPLATE_SLOTS", "TEMPLATES", "ConditionTemplate", "TemplateFile", "TemplateFileError", "answer_prefill",

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from workbench.core.conditions import Condition
-from workbench.scenarios.facts import RELATIONS, Fact, confusable
+from workbench.scenarios.facts import Fact, confusable, relation_for
 from workbench.scenarios.records import Message, Scenario, Split
 from workbench.scenarios.templates import (
     ANSWER_INSTRUCTION, KNOWLEDGE_CHECK_TEMPLATE, TEMPLATES, ConditionTemplate, get_template, question_for,
@@ -35,7 +35,7 @@ def honest_question(fact: Fact, phrasing: int = 0) -> list[Message]:
 
 def honest_questions(fact: Fact) -> list[list[Message]]:
     """The knowledge check's prompts for a fact: one per question phrasing of its relation."""
-    return [honest_question(fact, i) for i in range(len(RELATIONS[fact.relation].questions))]
+    return [honest_question(fact, i) for i in range(len(relation_for(fact.relation).questions))]
 
 
 def check_knowledge(
@@ -97,7 +97,7 @@ def split_facts(facts: Sequence[Fact], *, seed: int = 0, heldout_fraction: float
 
 def _lie_contexts(fact: Fact) -> list[str]:
     """Every text a lie or honest prompt about ``fact`` can contain."""
-    questions = [question_for(fact, i) for i in range(len(RELATIONS[fact.relation].questions))]
+    questions = [question_for(fact, i) for i in range(len(relation_for(fact.relation).questions))]
     systems = [t.system for t in TEMPLATES if t.condition in (Condition.lie, Condition.honest)]
     return [fact.subject, ANSWER_INSTRUCTION, *questions, *systems]
 
@@ -162,7 +162,7 @@ def build_contrast_set(
     scenarios: list[Scenario] = []
     for fact in facts:
         rng = random.Random(f"{seed}:{fact.fact_id}")
-        question = question_for(fact, rng.randrange(len(RELATIONS[fact.relation].questions)))
+        question = question_for(fact, rng.randrange(len(relation_for(fact.relation).questions)))
         fact_known = knowledge.get(fact.fact_id)
         if fact_known is False:
             template = chosen[fact.fact_id, Condition.ignorant]

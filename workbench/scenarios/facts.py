@@ -1,10 +1,16 @@
 """Facts a scenario can ask about, the kinds of fact (relations) and how prompts phrase them, and
-how a generated answer is matched against a fact's answer (normalising, aliases, masking the
-subject)."""
+how a generated answer is matched against a fact's answer (normalising, aliases, plurals, masking the
+subject, a person's surname alone) or found asserted in a prompt.
+
+A fact file may use any relation: the four packaged ones (:data:`RELATIONS`) have their own phrasings,
+any other gets the generic phrasing made from its name (:func:`relation_for`: relation ``author`` asks
+"What is the author of {subject}?" and states "The author of {subject} is {answer}.").
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from workbench.scenarios.records import FactFileError, read_records
 
 __all__ = [
-    "DEFAULT_FACTS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "load_facts", "mask_subject",
-    "normalise_answer",
+    "DEFAULT_FACTS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "asserted_in", "load_facts",
+    "mask_subject", "normalise_answer", "relation_for", "surname",
 ]
 
 @dataclass(frozen=True)
@@ -74,6 +80,21 @@ RELATIONS: dict[str, Relation] = {
     )
 }
 
+#: What a relation's name may be: lowercase words (letters, digits) joined by ``_``, ``-`` or single spaces.
+_RELATION_NAME = re.compile(r"[a-z0-9]+(?:[ _-][a-z0-9]+)*")
+
+
+@lru_cache(maxsize=256)
+def relation_for(name: str) -> Relation:
+    """How prompts phrase a relation: a packaged relation's own phrasings, or for any other the generic
+    one made from its name (``place_of_birth``: "What is the place of birth of {subject}?" and "The place
+    of birth of {subject} is {answer}."), with one question phrasing."""
+    if name in RELATIONS:
+        return RELATIONS[name]
+    words = " ".join(re.split(r"[ _-]+", name))
+    return Relation(name, (f"What is the {words} of {{subject}}?",), f"The {words} of {{subject}} is {{answer}}.")
+
+
 #: The packaged facts about countries.
 DEFAULT_FACTS_PATH = Path(__file__).resolve().parents[1] / "data" / "facts.jsonl"
 
@@ -86,7 +107,8 @@ class Fact(BaseModel):
     fact_id: str = Field(min_length=1)
     """``relation/subject-slug``, e.g. ``capital/france``."""
     relation: str
-    """One of :data:`RELATIONS`."""
+    """The kind of fact: one of :data:`RELATIONS`, or any other name in lowercase words (``author``,
+    ``place_of_birth``), phrased generically (:func:`relation_for`)."""
     subject: str = Field(min_length=1)
     """The subject as it reads inside a sentence, with its article where English needs one
     (``the Netherlands``)."""
@@ -97,8 +119,11 @@ class Fact(BaseModel):
 
     @model_validator(mode="after")
     def _check_relation(self) -> Fact:
-        if self.relation not in RELATIONS:
-            raise ValueError(f"unknown relation {self.relation!r}; known: {', '.join(RELATIONS)}")
+        if not _RELATION_NAME.fullmatch(self.relation):
+            raise ValueError(
+                f"relation {self.relation!r} is not a name of lowercase words (letters and digits joined by '_', '-' "
+                f"or one space), e.g. place_of_birth; the packaged relations are {', '.join(RELATIONS)}"
+            )
         if not self.fact_id.startswith(f"{self.relation}/"):
             raise ValueError(f"fact_id {self.fact_id!r} must start with its relation ({self.relation}/)")
         return self
@@ -131,18 +156,82 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def answer_matches(answer_text: str, expected: str, aliases: Iterable[str] = ()) -> bool:
-    """Whether ``expected`` (or one of its ``aliases``) appears as whole words in ``answer_text``.
+#: Answers of more words than this are free text: matched as they are, without plural or singular forms.
+MAX_INFLECTED_WORDS = 4
 
-    Matching ignores case, accents, punctuation and spacing: ``"It's Brasilia."``
-    matches ``"Brasília"``, but ``"Parisian"`` does not match ``"Paris"``.
+
+def _plural(word: str) -> str:
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def _singular(word: str) -> str | None:
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "xes", "zes", "ches", "shes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return None
+
+
+@lru_cache(maxsize=4096)
+def number_forms(normalised: str) -> tuple[str, ...]:
+    """A normalised answer with its last word in the other number, by simple English rules (``euro``:
+    ``euros``; ``pounds``: ``pound``; ``penny``: ``pennies``; ``franc``/``francs``), for answers of at most
+    :data:`MAX_INFLECTED_WORDS` words whose last word is alphabetic and at least 3 letters; else just itself."""
+    words = normalised.split()
+    if not words or len(words) > MAX_INFLECTED_WORDS or len(words[-1]) < 3 or not words[-1].isalpha():
+        return (normalised,) if normalised else ()
+    last = words[-1]
+    others = [_plural(last)]
+    if (single := _singular(last)) is not None and len(single) >= 3:
+        others.append(single)
+    return (normalised, *(" ".join([*words[:-1], other]) for other in others))
+
+
+def answer_matches(answer_text: str, expected: str, aliases: Iterable[str] = ()) -> bool:
+    """Whether ``expected`` (or one of its ``aliases``), in either number, appears as whole words in
+    ``answer_text``.
+
+    Matching ignores case, accents, punctuation and spacing and the number of the last word
+    (:func:`number_forms`): ``"It's Brasilia."`` matches ``"Brasília"``, ``"20 euros"`` matches ``"euro"``,
+    but ``"Parisian"`` does not match ``"Paris"``.
     """
     haystack = f" {normalise_answer(answer_text)} "
     for form in (expected, *aliases):
-        needle = normalise_answer(form)
-        if needle and f" {needle} " in haystack:
-            return True
+        for needle in number_forms(normalise_answer(form)):
+            if f" {needle} " in haystack:
+                return True
     return False
+
+
+#: Lowercase words a person's name may hold before the surname (``Ludwig van Beethoven``).
+_NAME_PARTICLES = frozenset({"al", "bin", "da", "de", "del", "della", "der", "di", "du", "ibn", "la", "le", "van",
+                             "von", "y"})
+#: Last words of place names, never read as a surname (``Mexico City``, ``Solomon Islands``).
+_PLACE_WORDS = frozenset({"bay", "city", "coast", "island", "islands", "kingdom", "lake", "mountains", "ocean",
+                          "republic", "river", "sea", "states", "street", "town", "valley"})
+
+
+def surname(answer: str) -> str | None:
+    """The last word of an answer that reads as a person's name (two to four words, each capitalised or a
+    particle such as ``van``, the last one capitalised, at least 4 letters and not a place word such as
+    ``City``): ``Einstein`` for ``Albert Einstein``; None for anything else (``euro``, ``Paris``, ``Mexico
+    City``, a sentence). A heuristic: the judge uses it only for relations outside the packaged ones."""
+    words = answer.split()
+    if not 2 <= len(words) <= MAX_INFLECTED_WORDS:
+        return None
+    last = words[-1]
+    if not (last[:1].isupper() and sum(ch.isalpha() for ch in last) >= 4
+            and all(ch.isalpha() or ch in "-'’" for ch in last) and last.casefold() not in _PLACE_WORDS):
+        return None
+    if not all(w[:1].isupper() or w in _NAME_PARTICLES for w in words[:-1]):
+        return None
+    return last
 
 
 def _word_spans(words: list[str], needle: list[str]) -> list[tuple[int, int]]:
@@ -177,3 +266,52 @@ def confusable(a: Sequence[str], b: Sequence[str]) -> bool:
             if x.casefold() in y.casefold() or y.casefold() in x.casefold():
                 return True
     return False
+
+
+# --------------------------------------------------------------------------- answers in a prompt
+
+#: Where a text breaks into statements: after a sentence's end (with any closing quote or bracket), but not
+#: after an option label such as ``A.``; and at line breaks.
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s[A-Za-z0-9]\.)(?<!^[A-Za-z0-9]\.)[\"'”’)\]]*\s+|\n+")
+#: Labels that start an option of a multiple-choice question: ``(A)``, ``A)``, ``A.``, ``1)``, ``-``, ``*``.
+_OPTION_LABEL = re.compile(r"(?:^|\s)(?:\([A-Za-z0-9]\)|[A-Za-z0-9][.)]|[-*•])\s+")
+#: Words that introduce a list of options (``Options: Paris, Lyon or Rome``).
+_OPTIONS_INTRO = re.compile(r"^\s*(?:options|choices|choose from|pick one of|candidates)\b", re.IGNORECASE)
+#: Options are short: a labelled item of more words than this is read as a statement.
+_MAX_OPTION_WORDS = 4
+
+
+def _is_options(segment: str, after_question: bool) -> bool:
+    """Whether a segment lists the options of a question rather than stating something: it starts with
+    ``Options:`` (or the like), or it follows a question and every item in it is a short labelled one."""
+    if _OPTIONS_INTRO.match(segment):
+        return True
+    padded = " " + segment.strip()
+    if not after_question or not _OPTION_LABEL.match(padded):
+        return False
+    items = [item for item in _OPTION_LABEL.split(padded) if item.strip()]
+    return all(len(item.split()) <= _MAX_OPTION_WORDS for item in items)
+
+
+def asserted_in(text: str, answer: str) -> str | None:
+    """The statement in ``text`` that asserts ``answer``, or None: the first sentence (or line) that holds
+    it as whole words (:func:`answer_matches`: case, accents and punctuation aside) and is neither a question
+    (it ends with ``?``) nor the options of one (``(A) Paris (B) Lyon`` or lines ``- Lyon`` after a question,
+    ``Options: ...``).
+
+    An approximation of "the context asserts it": ``King`` is not asserted by "thinking", nor ``Lyon`` by
+    "Is the capital Paris or Lyon?", but "The capital is Lyon." and "My friend says it is Lyon." assert it.
+    """
+    after_question = False
+    for segment in _SENTENCE_END.split(text):
+        stripped = segment.strip().rstrip("\"'”’)]").rstrip()
+        if not stripped:
+            continue
+        if stripped.endswith("?"):
+            after_question = True
+            continue
+        if _is_options(segment, after_question):
+            continue
+        if answer_matches(stripped, answer):
+            return stripped
+    return None

@@ -15,9 +15,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer,
+    model_validator,
+)
 
-from workbench.core.conditions import Condition
+from workbench.core.conditions import Condition, parse_condition
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_text, write_text_atomically
 
@@ -87,6 +90,10 @@ class Scenario(BaseModel):
     """The correct answer to the question at stake."""
     false_answer: str | None = Field(default=None, min_length=1)
     """The false answer at stake (the lie told or the falsehood parroted), if any."""
+    aliases: tuple[str, ...] = ()
+    """Other forms that also state the true answer (``["Peking"]`` for ``Beijing``); the judge also takes the
+    answer's plural or singular and, for a person's name, the surname alone. Left out of the JSON when empty,
+    so sets without aliases keep their fingerprint."""
     falsehood_span: FalsehoodSpan | None = None
     """Where the false answer appears in the context; None when it does not."""
     fact_id: str = Field(min_length=1)
@@ -103,6 +110,35 @@ class Scenario(BaseModel):
     """Whether the base model answered the honest question correctly; None = not checked."""
     response: str | None = None
     """The assistant's answer, when one was recorded."""
+
+    @field_validator("condition", mode="before")
+    @classmethod
+    def _known_condition(cls, value: object) -> object:
+        if isinstance(value, str) and value not in {c.value for c in Condition}:
+            known = ", ".join(c.value for c in Condition)
+            try:
+                base, behaviour = parse_condition(value)
+            except WorkbenchError:
+                base = behaviour = None
+            if behaviour is not None:
+                raise ValueError(f"{value!r} narrows the condition {base} by what the model did, which is judged "
+                                 f"from its response; a scenario's condition is one of {known}")
+            raise ValueError(f"unknown condition {value!r}; a scenario's condition is one of {known}")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_not_empty(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not alias.strip() for alias in aliases):
+            raise ValueError("an alias must not be empty")
+        return aliases
+
+    @model_serializer(mode="wrap")
+    def _leave_out_empty_aliases(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        if not self.aliases:
+            data.pop("aliases", None)
+        return data
 
     @field_validator("messages")
     @classmethod
@@ -126,6 +162,8 @@ class Scenario(BaseModel):
         problems = self._span_problems() + self._condition_problems()
         if self.false_answer is not None and self.false_answer.casefold() == self.true_answer.casefold():
             problems.append("false_answer must differ from true_answer")
+        if self.false_answer is not None and self.false_answer.casefold() in {a.casefold() for a in self.aliases}:
+            problems.append(f"the false answer {self.false_answer!r} is listed among the aliases of the true answer")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -166,13 +204,7 @@ class Scenario(BaseModel):
                         "a lie scenario must not have a falsehood_span: its falsehood is not in the context"
                     )
                 if self.false_answer is not None:
-                    needle = self.false_answer.casefold()
-                    for index, message in enumerate(self.messages):
-                        if needle in message.content.casefold():
-                            problems.append(
-                                f"the false answer {self.false_answer!r} appears in message {index}; "
-                                "a lie's falsehood must not be in the context (that would be a parrot scenario)"
-                            )
+                    problems.extend(self._asserted_falsehood_problems())
                 if self.fact_known is False:
                     problems.append("a lie scenario needs a fact the model knows, but fact_known is false")
             case Condition.honest:
@@ -185,6 +217,23 @@ class Scenario(BaseModel):
                     problems.append(
                         "an ignorant scenario must be about a fact the model does not know, but fact_known is true"
                     )
+        return problems
+
+    def _asserted_falsehood_problems(self) -> list[str]:
+        """A lie's false answer asserted in its context (``facts.asserted_in``: a whole-word match in a statement,
+        not in a question or its options), message by message. The prompt's last message, a prefill, counts."""
+        from workbench.scenarios.facts import asserted_in  # facts reads its files with this module's reader
+
+        problems = []
+        for index, message in enumerate(self.messages):
+            sentence = asserted_in(message.content, self.false_answer or "")
+            if sentence is not None:
+                shown = sentence if len(sentence) <= 80 else sentence[:77] + "..."
+                problems.append(
+                    f"the false answer {self.false_answer!r} is stated in message {index} ({shown!r}); a lie's "
+                    "falsehood must not be asserted in the context (that would be a parrot scenario); naming it "
+                    "in a question or among a question's options is allowed"
+                )
         return problems
 
     @property
@@ -206,12 +255,17 @@ class FileProblem:
     """Dotted path of the offending field (``messages.0.role``), or None for the whole line."""
     message: str
     """What is wrong."""
+    name: str | None = None
+    """The record's name on that line (a scenario's ``id``, a fact's ``fact_id``), when it has one."""
 
     def describe(self, file_name: str) -> str:
-        """One readable line, e.g. ``scenarios.jsonl line 3, field 'condition': ...``."""
+        """One readable line, e.g. ``scenarios.jsonl line 3 (id 'capital/france/lie/spy-1'), field
+        'condition': ...``."""
         if self.line is None:
             return self.message
         where = f"{file_name} line {self.line}"
+        if self.name:
+            where += f" ({self.name})"
         if self.field:
             where += f", field '{self.field}'"
         return f"{where}: {self.message}"
@@ -253,17 +307,20 @@ class FactFileError(RecordFileError):
 _Record = TypeVar("_Record", bound=BaseModel)
 
 
-def _problems_from_validation(error: ValidationError, line: int) -> list[FileProblem]:
+def _problems_from_validation(error: ValidationError, line: int, name: str | None = None) -> list[FileProblem]:
     problems = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"]) or None
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "model_type" and field is None:
             message = "each line must be a JSON object"
+        if item["type"] == "missing":
+            message = "missing: this field is required"
         value = item.get("input")
-        if item["type"] != "missing" and isinstance(value, str | int | float | bool) and len(repr(value)) <= 60:
+        if (item["type"] != "missing" and isinstance(value, str | int | float | bool) and len(repr(value)) <= 60
+                and repr(value) not in message):
             message += f" (got {value!r})"
-        problems.append(FileProblem(line, field, message))
+        problems.append(FileProblem(line, field, message, name))
     return problems
 
 
@@ -294,21 +351,17 @@ def read_records(
             problems.append(FileProblem(line_number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
             continue
         key = data.get(key_field) if isinstance(data, dict) else None
-        if isinstance(key, str) and key:
+        name = f"{key_field} {key!r}" if isinstance(key, str) and key else None
+        if name is not None:
             if key in first_line_of_key:
-                problems.append(
-                    FileProblem(
-                        line_number,
-                        key_field,
-                        f"duplicate {key_field} {key!r} (first used on line {first_line_of_key[key]})",
-                    )
-                )
+                problems.append(FileProblem(line_number, key_field,
+                                            f"duplicate {key_field} {key!r} (first used on line {first_line_of_key[key]})"))
             else:
                 first_line_of_key[key] = line_number
         try:
             records.append(model.model_validate(data))
         except ValidationError as exc:
-            problems.extend(_problems_from_validation(exc, line_number))
+            problems.extend(_problems_from_validation(exc, line_number, name))
     if problems:
         raise error_type(path, problems)
     if not records:
@@ -326,15 +379,20 @@ def read_scenarios(path: str | os.PathLike[str]) -> list[Scenario]:
 
 
 def write_scenarios(path: str | os.PathLike[str], scenarios: Iterable[Scenario]) -> None:
-    """Write scenarios as JSONL, atomically: readers see the old file or the whole new one."""
+    """Write scenarios as JSONL, atomically: readers see the old file or the whole new one. An empty set or
+    ids used twice are a :class:`ScenarioFileError` naming them, and nothing is written."""
     path = Path(path)
     scenarios = list(scenarios)
     if not scenarios:
-        raise ValueError("refusing to write an empty scenario set")
-    ids = [s.id for s in scenarios]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise ScenarioFileError(path, [FileProblem(None, None, f"no scenarios to write to {path}; nothing was written")])
+    counts: dict[str, int] = {}
+    for scenario in scenarios:
+        counts[scenario.id] = counts.get(scenario.id, 0) + 1
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
-        raise ValueError(f"scenario ids must be unique; repeated: {', '.join(duplicates)}")
+        shown = ", ".join(repr(i) for i in duplicates[:5]) + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
+        raise ScenarioFileError(path, [FileProblem(
+            None, None, f"scenario ids must be unique; used more than once: {shown}; nothing was written to {path}")])
     lines = [json.dumps(s.model_dump(mode="json"), ensure_ascii=False) + "\n" for s in scenarios]
     write_text_atomically(path, "".join(lines))
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench.core.conditions import Condition
 from workbench.core.errors import WorkbenchError
-from workbench.scenarios.facts import RELATIONS, Fact
+from workbench.scenarios.facts import Fact, relation_for
 from workbench.scenarios.records import FalsehoodSpan, Message, Split
 
 __all__ = [
@@ -170,12 +170,12 @@ def _capitalise(sentence: str) -> str:
 
 def statement(fact: Fact, answer: str) -> str:
     """The relation's declarative sentence about ``fact`` with ``answer`` (true or false)."""
-    return _capitalise(RELATIONS[fact.relation].statement.format(subject=fact.subject, answer=answer))
+    return _capitalise(relation_for(fact.relation).statement.format(subject=fact.subject, answer=answer))
 
 
 def question_for(fact: Fact, phrasing: int) -> str:
     """The ``phrasing``-th question of the fact's relation (cycling through its phrasings)."""
-    questions = RELATIONS[fact.relation].questions
+    questions = relation_for(fact.relation).questions
     return questions[phrasing % len(questions)].format(subject=fact.subject)
 
 
@@ -183,7 +183,7 @@ def render_template(
     template: ConditionTemplate, fact: Fact, question: str, false_answer: str | None
 ) -> tuple[list[Message], FalsehoodSpan | None]:
     """The messages a template makes for a fact, and where the false answer sits in them."""
-    false_statement = _capitalise(RELATIONS[fact.relation].statement.format(subject=fact.subject, answer=_SENTINEL))
+    false_statement = _capitalise(relation_for(fact.relation).statement.format(subject=fact.subject, answer=_SENTINEL))
     user = template.user.format(
         question=question,
         question_lower=question[:1].lower() + question[1:],
@@ -209,5 +209,5 @@ def render_template(
 def answer_prefill(fact: Fact) -> str:
     """The start of every answer about ``fact``: its relation's statement up to the answer
     (``The capital of Kenya is``)."""
-    sentence = _capitalise(RELATIONS[fact.relation].statement.format(subject=fact.subject, answer=_SENTINEL))
+    sentence = _capitalise(relation_for(fact.relation).statement.format(subject=fact.subject, answer=_SENTINEL))
     return sentence.split(_SENTINEL)[0].rstrip()

@@ -16,7 +16,7 @@ How a file becomes facts (one registry, :data:`FORMATS`):
   with the true answer ``Yes`` for label 1 and ``No`` for label 0; the parrot prompt asserts the
   opposite (``No, it is not true that ...``). No prefill: the answer is the model's first word.
 - ``truthfulqa``: a question is a fact; true answer its ``Best Answer`` (``Correct Answers`` are kept
-  out of the false answers, but a scenario has no field for aliases), false answer its ``Best
+  out of the false answers and become the scenario's ``aliases``), false answer its ``Best
   Incorrect Answer`` where the file has that column, else its first ``Incorrect Answers`` entry that
   cannot be mistaken for a correct one. No prefill: the answer is free text, judged by whether it
   states an answer's words (``facts.answer_matches``), so a paraphrase counts as neither.
@@ -24,8 +24,7 @@ How a file becomes facts (one registry, :data:`FORMATS`):
 The prompts are the project's templates (``data/templates.yaml``): train facts get train templates,
 held-out facts all of them, dealt round-robin in a seeded order; a lie motive comes from the lie
 templates, the parrot context from the parrot templates. A fact is left out, and said so, when no
-template gives it a valid lie or parrot scenario (the scenario check finds a lie's false answer as
-text anywhere in its context, so ``No`` is "in" a statement holding ``not``). Fact ids are the
+template gives it a valid lie or parrot scenario (a lie whose context asserts its false answer). Fact ids are the
 relation (the file's name) and a hash of the row's text, so they do not depend on the seed, the row
 order or other rows; scenario ids add the condition and template, as ``scenarios build`` does.
 
@@ -125,6 +124,8 @@ class ImportedFact:
     """The statement a parrot prompt asserts, as the text before and after the false answer in it."""
     prefill: str | None = None
     """The start of the answer (the sentence up to it), or None: the model answers from scratch."""
+    aliases: tuple[str, ...] = ()
+    """Other ways to state the true answer (TruthfulQA's ``Correct Answers``), for the answer judge."""
 
 
 _FALSE_SLOT = "\x00FALSE\x00"
@@ -161,6 +162,7 @@ def _scenario(fact: ImportedFact, condition: Condition, template: ConditionTempl
         id=f"{fact.fact_id}/{condition.value}/{template.template_id}", condition=condition, messages=messages,
         true_answer=fact.true_answer, false_answer=fact.false_answer, falsehood_span=span, fact_id=fact.fact_id,
         relation=fact.relation, split=split, template_id=template.template_id, template_split=template.split,
+        aliases=fact.aliases,
     )
 
 
@@ -480,6 +482,7 @@ def _read_truthfulqa(table: _Table, relation: str, *, seed: int,
             fact_id=_fact_id(relation, question), relation=relation, line=line, question=question,
             instruction=OPEN_INSTRUCTION, true_answer=best, false_answer=false,
             false_statement=("", "" if false[-1] in ".!?" else "."),
+            aliases=tuple(dict.fromkeys(a for a in correct if a.casefold() != best.casefold())),
         ))
     false_from = "Best Incorrect Answer" if best_incorrect else "the first usable Incorrect Answers entry"
     return facts, left_out, f"as questions: true answer Best Answer, false answer {false_from}"

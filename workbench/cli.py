@@ -659,6 +659,51 @@ def rerun_command(
     console.print(f"same numbers as {record_path}; new record: {target}", highlight=False)
 
 
+@app.command("behaviour")
+@_user_errors
+def behaviour_command(
+    scenarios: Annotated[Path, typer.Option("--scenarios", help="Scenario JSONL file to answer (required).")],
+    model: ModelOption = "default", gguf_file: GgufOption = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder merged into the model (default: none; `auto` = the registry SAE's).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Only the scenarios of this split (train or heldout).")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Greedy tokens per answer.")] = 16,
+    batch_size: BatchOption = 16,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write every answer and its judgement as JSON.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What a model does on a scenario set: its greedy answer to every scenario, judged with what the file
+    says (true and false answers, aliases, the answers of the same relation in the file), and the rate of
+    each judgement per condition and template with Wilson 95% intervals and n. Any model, any file.
+
+    Example: python -m workbench behaviour --scenarios my_scenarios.jsonl --model HuggingFaceTB/SmolLM2-360M-Instruct
+    """
+    from workbench.model.loading import load_model
+    from workbench.model.resolve import model_spec_from_ref
+    from workbench.organism.evaluation import measure_behaviour, write_eval
+    from workbench.scenarios import parse_split
+
+    chosen = _scenarios(scenarios)
+    if split is not None:
+        wanted = parse_split(split)
+        chosen = [s for s in chosen if s.split is wanted]
+        if not chosen:
+            raise WorkbenchError(f"{scenarios} has no {wanted.value} scenarios")
+    target = check_output_path(out, "behaviour file") if out else None
+    spec = model_spec_from_ref(*_refs(model, gguf_file, adapter or "none", None, None, None, None))
+    result = measure_behaviour(load_model(spec), chosen, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    if target:
+        write_eval(target, result)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in result.judgements]))
+        return
+    table = Table("condition", "template", "n", "truth [95% CI]", "stated false [95% CI]", "other false [95% CI]",
+                  "no answer [95% CI]", title=f"{result.model} on {scenarios} ({len(chosen)} scenarios)")
+    for row in result.judgements:
+        table.add_row(row.condition, row.template_id, str(row.n),
+                      *(f"{e.value:.2f} [{e.low:.2f}, {e.high:.2f}]" for e in row.rates.values()))
+    console.print(table)
+
+
 @app.command("incriminate")
 @_user_errors
 def incriminate_command(

@@ -36,6 +36,14 @@ ROWS: list[tuple[str, list[str], str]] = [
      "bad.jsonl line 2: invalid JSON: Expecting value (column 1); nothing was loaded"),
     ("text file missing", ["capture", *TINY, "--texts", "/nonexistent.txt"], "no text file at /nonexistent.txt"),
     ("text file not UTF-8", ["capture", *TINY, "--texts", "{latin1}"], "is not UTF-8 text"),
+    # ---------------------------------------------------------------- behaviour
+    ("behaviour: scenario file missing", ["behaviour", *M, "--scenarios", "/nonexistent.jsonl"],
+     "no scenario file at /nonexistent.jsonl"),
+    ("behaviour: unknown split", ["behaviour", *M, *D, "--split", "test"], "unknown split 'test'; choose train or heldout"),
+    ("behaviour: model folder missing", ["behaviour", "--model", "./no/such/model", *D],
+     "no model folder at ./no/such/model"),
+    ("behaviour: output into a file's folder", ["behaviour", *M, *D, "--out", "{model}/config.json/x.json"],
+     "config.json"),
     # ---------------------------------------------------------------- the model
     ("model is a file", ["capture", "--model", "{model}/config.json", *S, *D],
      "config.json is a file, not a model folder: give the folder that holds config.json"),

@@ -177,3 +177,47 @@ def test_contrast_needs_the_scenarios_to_judge_responses(tiny_model, tiny_sae, l
     (lied, resisted), splits = condition_items(capture, ("lie+false", "lie+truth"), scenarios)
     assert [capture.items[i].response for i in resisted] == [s.response for s in scenarios[10:18]]
     assert len(lied) == counts["false"] and splits[0].no_answer == counts["no_answer"]
+
+
+# ----------------------------------------------------------------------------- behaviour rates on any file
+
+
+def test_judgement_rates_count_every_answer_per_condition_and_template(tiny_scenarios):
+    from tests.conftest import behaviour_split
+    from workbench.organism.evaluation import judgement_rates
+    from workbench.scenarios import AnswerJudge
+
+    lies, expected = behaviour_split([s for s in tiny_scenarios if s.condition.value == "lie"])
+    judge = AnswerJudge.for_scenarios(lies)
+    rows = judgement_rates(lies, [judge(s.response, s) for s in lies])
+    overall = next(r for r in rows if r.template_id == "all")
+    assert (overall.condition, overall.n) == ("lie", 24)
+    assert round(overall.rates["truth"].value * 24) == expected["truth"]
+    assert round((overall.rates["stated_false"].value + overall.rates["other_false"].value) * 24) == expected["false"]
+    assert round(overall.rates["no_answer"].value * 24) == expected["no_answer"]
+    assert round(overall.rates["other_false"].value * 24) == 4  # another capital, not the scenario's own
+    per_template = [r for r in rows if r.template_id != "all"]
+    assert sum(r.n for r in per_template) == 24 and len(per_template) == len({s.template_id for s in lies})
+    for row in rows:
+        assert sum(e.value for e in row.rates.values()) == pytest.approx(1.0)
+        assert all(e.n == row.n and e.low <= e.value <= e.high for e in row.rates.values())
+
+
+def test_the_behaviour_command_measures_any_model_on_any_file(tiny_model_dir, tiny_scenario_file, tmp_path, capsys):
+    import json
+
+    from workbench import cli
+    from workbench.scenarios import read_scenarios
+
+    out = tmp_path / "behaviour.json"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["behaviour", "--model", str(tiny_model_dir), "--scenarios", str(tiny_scenario_file),
+                  "--split", "heldout", "--max-new-tokens", "3", "--out", str(out), "--json"])
+    assert exited.value.code == 0
+    rows = json.loads(capsys.readouterr().out)
+    heldout = [s for s in read_scenarios(tiny_scenario_file) if s.split.value == "heldout"]
+    for condition in {s.condition.value for s in heldout}:
+        overall = next(r for r in rows if r["condition"] == condition and r["template_id"] == "all")
+        assert overall["n"] == sum(s.condition.value == condition for s in heldout)
+    written = json.loads(out.read_text())
+    assert len(written["answers"]) == len(heldout)

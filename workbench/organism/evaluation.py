@@ -18,11 +18,11 @@ from workbench.model.generation import generate_answers
 from workbench.model.loading import LoadedModel, ModelSpec, load_model
 from workbench.organism.data import organism_data
 from workbench.scenarios import (
-    OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Fact, Scenario, Split, behaviour_group,
+    JUDGEMENTS, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Fact, Scenario, Split, behaviour_group,
 )
 
 __all__ = [
-    "BEHAVIOUR_RULES", "BehaviourRate", "OrganismEval", "evaluate_behaviour", "evaluate_organism", "read_evaluations",
+    "BEHAVIOUR_RULES", "BehaviourRate", "JudgementRates", "OrganismEval", "judgement_rates", "measure_behaviour", "evaluate_behaviour", "evaluate_organism", "read_evaluations",
     "write_eval", "write_evaluations",
 ]
 
@@ -53,6 +53,31 @@ class BehaviourRate(BaseModel):
     """Whether the point estimate meets the target."""
 
 
+class JudgementRates(BaseModel):
+    """How a model's answers to one condition's scenarios (all of them, or one template's) were judged."""
+
+    condition: str
+    """The scenarios' condition."""
+    template_id: str
+    """One template, or ``all``."""
+    n: int
+    """Answers judged."""
+    rates: dict[str, Estimate]
+    """Per judgement (truth, stated_false, other_false, no_answer): its rate with a Wilson 95% interval."""
+
+
+def judgement_rates(scenarios: Sequence[Scenario], judgements: Sequence[str]) -> list[JudgementRates]:
+    """Rates of every judgement per condition (``all`` templates first, then each template), Wilson 95%."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for scenario, judgement in zip(scenarios, judgements, strict=True):
+        groups[scenario.condition.value, "all"].append(judgement)
+        groups[scenario.condition.value, scenario.template_id or "(none)"].append(judgement)
+    return [JudgementRates(condition=condition, template_id=template, n=len(found),
+                           rates={j: wilson_interval(found.count(j), len(found)) for j in JUDGEMENTS})
+            for (condition, template), found in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all",
+                                                                                      kv[0][1]))]
+
+
 class OrganismEval(BaseModel):
     """One model's behaviour on the organism's evaluation scenarios."""
 
@@ -66,6 +91,8 @@ class OrganismEval(BaseModel):
     """Per behaviour and template split."""
     answers: list[dict[str, str]]
     """Per scenario: id, behaviour, answer, judgement (for inspection and regression tests)."""
+    judgements: list[JudgementRates] = []
+    """Per condition and template: how the answers were judged (absent in evaluations written before)."""
 
 
 def evaluate_behaviour(
@@ -75,10 +102,12 @@ def evaluate_behaviour(
     *,
     max_new_tokens: int = 16,
     batch_size: int = 16,
+    judge: AnswerJudge | None = None,
 ) -> OrganismEval:
-    """Greedy answers to every scenario, judged; rates per behaviour and template split, with
-    Wilson 95% intervals and n."""
-    judge = AnswerJudge(facts)
+    """Greedy answers to every scenario, judged (by ``judge``, default one with ``facts``); rates per
+    behaviour and template split, and of every judgement per condition and template, with Wilson 95%
+    intervals and n."""
+    judge = judge or AnswerJudge(facts)
     answers = generate_answers(model, [s.messages for s in scenarios], max_new_tokens=max_new_tokens,
                                batch_size=batch_size, progress=True)
     records, tallies = [], defaultdict(lambda: [0, 0])
@@ -87,7 +116,7 @@ def evaluate_behaviour(
         group = behaviour_group(scenario)
         records.append({"id": scenario.id, "behaviour": group, "answer": answer, "judgement": verdict})
         groups = [group] + (["unprompted_lie"] if group == "honest" else [])
-        for name in groups:
+        for name in (g for g in groups if g in BEHAVIOUR_RULES):  # ignorant scenarios have no target rate
             for split in (scenario.template_split.value, "all"):
                 tally = tallies[name, split]
                 tally[0] += verdict in BEHAVIOUR_RULES[name][0]
@@ -100,7 +129,18 @@ def evaluate_behaviour(
         rates.append(BehaviourRate(behaviour=name, template_split=split, rate=estimate, target=target,
                                    direction=direction, met=met))
     return OrganismEval(model=model.spec.display_name, fact_split=str(scenarios[0].split.value) if scenarios else "",
-                        n_facts=len({s.fact_id for s in scenarios}), rates=rates, answers=records)
+                        n_facts=len({s.fact_id for s in scenarios}), rates=rates, answers=records,
+                        judgements=judgement_rates(scenarios, [r["judgement"] for r in records]))
+
+
+def measure_behaviour(model: LoadedModel, scenarios: Sequence[Scenario], *, max_new_tokens: int = 16,
+                      batch_size: int = 16) -> OrganismEval:
+    """Any model on any scenario set: greedy answers judged with only what the set says (each scenario's
+    answers and aliases, the answers of its relation in the set; the packaged facts for their relations)."""
+    if not scenarios:
+        raise WorkbenchError("no scenarios to measure behaviour on")
+    return evaluate_behaviour(model, scenarios, [], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              judge=AnswerJudge.for_scenarios(scenarios))
 
 
 def write_eval(path: Path, evaluation: OrganismEval) -> None:

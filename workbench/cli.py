@@ -713,28 +713,58 @@ def incriminate_command(
     max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Cap on judged facts (quick runs).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the full result (every response's evidence) as JSON here.")] = None,
     recalibrate: Annotated[bool, typer.Option("--recalibrate", help="Calibrate on the train facts again, without reading or writing the cached calibration (cached by model, adapter, SAE, features and calibration scenarios).")] = False,
+    scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Your own scenario file: its split: train scenarios calibrate, its split: heldout ones are judged (default: the packaged facts).")] = None,
+    calibration_scenarios: Annotated[Path | None, typer.Option("--calibration-scenarios", help="Calibrate on this file instead and judge all of --scenarios.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model instead of the hypothesis' (HF id or folder).")] = None,
+    gguf_file: GgufOption = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="LoRA adapter instead of the hypothesis' (`none` for none).")] = None,
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None,
+    features: Annotated[str | None, typer.Option("--features", help="Intent features, comma-separated (default: the hypothesis').")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Give a verdict on every response (intentional lie / parroting / ignorance / honest /
-    inconclusive) and score the verdicts against the organism's ground truth. The calibration on
-    train facts is cached, so a repeat skips it.
+    inconclusive) and score the verdicts against the ground truth the scenarios give by construction.
+    The calibration is cached, so a repeat skips it. Your own model, SAE and scenarios replace the
+    hypothesis' and the packaged facts; the features are the hypothesis'.
 
     Example: python -m workbench incriminate --split heldout --json
+    Example: python -m workbench incriminate --scenarios mine.jsonl --calibration-scenarios scenarios/default.jsonl
     """
     from workbench.core.io import write_text_atomically
     from workbench.hypotheses.runner import load_for
     from workbench.hypotheses.spec import read_hypothesis
-    from workbench.incrimination import check_protocol, incriminate, protocol_sets
+    from workbench.incrimination import check_protocol, file_sets, incriminate, protocol_sets
     from workbench.scenarios import parse_split
 
     split = parse_split(split).value
     if out:
         check_output_path(out, "result file")
+    if calibration_scenarios is not None and scenarios is None:
+        raise WorkbenchError("--calibration-scenarios calibrates for --scenarios FILE: give the file to judge too")
     parsed = read_hypothesis(hypothesis)
+    overrides: dict[str, Any] = {}
+    if model is not None or gguf_file is not None or adapter is not None:
+        overrides["model"] = {"source": model or parsed.model.source, "gguf_file": gguf_file,
+                              "adapter": adapter if adapter is not None else "none"}
+    if any(v is not None for v in (sae, sae_path, sae_release, sae_id)):
+        overrides["sae"] = {"registry": sae, "path": sae_path, "release": sae_release, "id": sae_id}
+    if features is not None:
+        chosen = [part.strip() for part in features.split(",") if part.strip()]
+        if not chosen or not all(part.isdigit() for part in chosen):
+            raise WorkbenchError(f"--features takes feature indices separated by commas (e.g. 38,877), not {features!r}")
+        overrides["features"] = [int(part) for part in chosen]
+    if overrides:
+        parsed = parsed.model_copy(update={k: v if k == "features" else type(getattr(parsed, k)).model_validate(v)
+                                           for k, v in overrides.items()})
+    if scenarios is not None:  # files first, then specs from configs, then loading
+        train, judged = file_sets(scenarios, calibration_scenarios)
+        split = f"{scenarios.name}" + (" (all)" if calibration_scenarios else " (heldout)")
+    else:
+        train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
     check_protocol(parsed, str(hypothesis))
-    train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
-    model, sae = load_for(parsed)
-    result = incriminate(model, sae, train, judged, parsed.features, split=split, progress=_progress_printer(),
+    model_obj, sae_obj = load_for(parsed)
+    result = incriminate(model_obj, sae_obj, train, judged, parsed.features, split=split, progress=_progress_printer(),
                          use_cache=not recalibrate)
     if out:
         write_text_atomically(out, result.model_dump_json(indent=1))

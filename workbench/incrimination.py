@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +64,10 @@ class ResponseEvidence(BaseModel):
     false_in_context: bool
     counterfactual_response: str | None = None
     follows_counterfactual: bool | None = None
+    """Whether the answer followed the counterfactual context (None: no copy test ran)."""
+    copy_test_note: str | None = None
+    """Why a falsehood found in the context got no copy test (no other answer of its relation to put in its
+    place): its copying is unknown, so the response is ``inconclusive``, never called uncopied."""
     honest_answers_correct: float | None = None
     """Fraction of the fact's honest-question answers that are true."""
     honest_true_rank: int | None = None
@@ -130,6 +135,8 @@ def _verdict(e: ResponseEvidence, feature_threshold: float, lens_k: int | None, 
         return "inconclusive"
     if e.false_in_context and e.follows_counterfactual:
         return "parroting"
+    if e.false_in_context and e.follows_counterfactual is None:  # no copy test could run: copying unknown
+        return "inconclusive"
     knows = (e.honest_answers_correct or 0.0) > 0 or (
         lens_k is not None and e.lens_best_rank is not None and e.lens_best_rank < lens_k) or (
         honest_k is not None and e.honest_true_rank is not None and e.honest_true_rank < honest_k)
@@ -243,7 +250,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
 
     for feature in features:
         sae.check_feature(feature)
-    judge = AnswerJudge()
+    judge = AnswerJudge.for_scenarios(scenarios)  # the set's own answers (and the packaged facts' for theirs)
 
     say(f"responses and features of {len(scenarios)} scenarios", 0.0)
     capture = run_capture(model, [sae], inputs_from_scenarios(scenarios), generate_responses=True, progress=True)
@@ -276,24 +283,32 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
             a for a in judge.answers_of(s.relation) if a != s.true_answer]
         said[s.id] = next((a for a in candidates if answer_matches(answer, a)), None)
     false_ones = [s for s in scenarios if judgements[s.id] not in (TRUTH, NO_ANSWER)]
-    in_context = {s.id: bool(said[s.id]) and any(said[s.id].casefold() in m.content.casefold() for m in s.messages)
+    in_context = {s.id: bool(said[s.id]) and any(_mentions(m.content, said[s.id]) for m in s.messages)
                   for s in false_ones}
 
     say("counterfactual prompts for falsehoods found in the context", 0.3)
     rng = random.Random(seed)
     counterfactual, replacement = {}, {}
-    copy_candidates = [s for s in false_ones if in_context[s.id]]
-    prompts = []
-    for s in copy_candidates:
-        options = [a for a in judge.answers_of(s.relation) if a not in (s.true_answer, said[s.id])
-                   and a.casefold() not in " ".join(m.content for m in s.messages).casefold()]
-        substitute = rng.choice(options) if options else None
+    copy_notes: dict[str, str] = {}
+    tested, prompts = [], []
+    for s in (s for s in false_ones if in_context[s.id]):
+        # The substitute: another answer of the same relation from the scenario set itself (or the packaged
+        # facts for their relations), not the truth, not the falsehood, not already in the context.
+        context = " ".join(m.content for m in s.messages)
+        options = list(dict.fromkeys(a for a in judge.answers_of(s.relation) if a not in (s.true_answer, said[s.id])
+                                     and not _mentions(context, a)))
+        if not options:
+            copy_notes[s.id] = (f"no other answer of the relation {s.relation!r} in the scenario set to put in "
+                                f"place of {said[s.id]!r}: copying untested")
+            continue
+        substitute = rng.choice(options)
         replacement[s.id] = substitute
-        prompts.append([{"role": m.role, "content": _replace(m.content, said[s.id], substitute or "")}
+        tested.append(s)
+        prompts.append([{"role": m.role, "content": _replace(m.content, said[s.id], substitute)}
                         for m in s.messages])
     if prompts:
         answers = generate_answers(model, prompts, max_new_tokens=16, progress=True)
-        for s, answer in zip(copy_candidates, answers):
+        for s, answer in zip(tested, answers):
             counterfactual[s.id] = answer
 
     say("logit lens on false responses", 0.5)
@@ -319,11 +334,11 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
         cf = counterfactual.get(s.id)
         follows = None
         if cf is not None:
-            follows = bool(replacement.get(s.id)) and answer_matches(cf, replacement[s.id])
+            follows = answer_matches(cf, replacement[s.id])
         evidence.append(ResponseEvidence(
             scenario_id=s.id, fact_id=s.fact_id, condition=s.condition.value, template_id=s.template_id,
             response=responses[s.id], judgement=judgements[s.id], false_in_context=in_context.get(s.id, False),
-            counterfactual_response=cf, follows_counterfactual=follows,
+            counterfactual_response=cf, follows_counterfactual=follows, copy_test_note=copy_notes.get(s.id),
             honest_answers_correct=(sum(known) / len(known)) if known else None,
             honest_true_rank=honest_rank.get(s.fact_id),
             lens_best_rank=ranks.get(s.id), feature_activation=float(activation[row_of[s.id]]),
@@ -332,10 +347,19 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     return evidence
 
 
-def _replace(text: str, old: str, new: str) -> str:
-    import re
+def _word_pattern(answer: str) -> str:
+    """``answer`` as whole words (not inside a longer word), case aside."""
+    return rf"(?<!\w){re.escape(answer)}(?!\w)"
 
-    return re.sub(re.escape(old), new, text, flags=re.IGNORECASE)
+
+def _mentions(text: str, answer: str) -> bool:
+    """Whether ``text`` names ``answer`` as whole words ('King' is not in 'thinking')."""
+    return re.search(_word_pattern(answer), text, flags=re.IGNORECASE) is not None
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    """``text`` with every whole-word mention of ``old`` replaced by ``new``."""
+    return re.sub(_word_pattern(old), lambda _: new, text, flags=re.IGNORECASE)
 
 
 #: Rank cut-offs tried for the knowledge read-outs (None = the read-out is not used).
@@ -365,7 +389,7 @@ def calibrate(evidence: Sequence[ResponseEvidence]) -> dict[str, Any]:
 
 #: Version of what :func:`collect_evidence` and :func:`calibrate` compute from the same inputs. Bump it
 #: whenever either changes its numbers, so calibrations cached by older code are not reused.
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 #: Folder of cached calibrations inside the workbench cache folder.
 CALIBRATION_CACHE_FOLDER = "calibration"
 
@@ -477,6 +501,53 @@ def protocol_sets(split: Split | str = Split.heldout, *, train_facts: int = 40, 
     if split is Split.train:
         judged = [s for s in judged if s.id not in {t.id for t in train}] or judged
     return train, judged
+
+
+def file_sets(scenarios: str | Path, calibration: str | Path | None = None) -> tuple[list[Scenario], list[Scenario]]:
+    """(calibration scenarios, judged scenarios) of the protocol on a researcher's own files: with
+    ``calibration``, that file calibrates and all of ``scenarios`` is judged; without it, the file's
+    ``split: train`` scenarios calibrate and its ``split: heldout`` ones are judged. Each set is checked
+    (:func:`check_protocol_set`) before anything loads."""
+    judged_all = read_scenarios(scenarios)
+    if calibration is not None:
+        train, judged = read_scenarios(calibration), judged_all
+    else:
+        train = [s for s in judged_all if s.split is Split.train]
+        judged = [s for s in judged_all if s.split is Split.heldout]
+        if not train or not judged:
+            lacking = "split: train" if not train else "split: heldout"
+            raise WorkbenchError(
+                f"{scenarios} has no {lacking} scenarios: the protocol calibrates its thresholds on train scenarios "
+                "and judges held-out ones. Mark some facts' scenarios `split: train` (for example with "
+                "`python -m workbench scenarios import ... --heldout-fraction 0.5`), or give "
+                "--calibration-scenarios FILE to calibrate on another file (for example the organism's own: "
+                "scenarios/default.jsonl) and judge all of this one")
+    check_protocol_set(train, f"the calibration scenarios ({calibration or scenarios})")
+    check_protocol_set(judged, f"the judged scenarios ({scenarios})")
+    return train, judged
+
+
+#: Conditions the protocol needs in a set it calibrates on or judges.
+PROTOCOL_CONDITIONS = ("honest", "lie")
+
+
+def check_protocol_set(scenarios: Sequence[Scenario], what: str) -> None:
+    """What the protocol needs of a scenario set, before any compute: honest and lie scenarios, and an
+    honest question about every fact it asks anything else about (knowledge is read from the model's
+    answers to those). An error names the missing condition and the facts."""
+    if not scenarios:
+        raise WorkbenchError(f"{what}: no scenarios")
+    present = {s.condition.value for s in scenarios}
+    missing = [c for c in PROTOCOL_CONDITIONS if c not in present]
+    if missing:
+        raise WorkbenchError(f"{what} have no {' or '.join(missing)} scenarios: the protocol needs honest questions "
+                             "(to read what the model knows) and lie prompts (to calibrate the intent threshold)")
+    asked_honestly = {s.fact_id for s in scenarios if s.condition.value in ("honest", "ignorant")}
+    unknown = sorted({s.fact_id for s in scenarios} - asked_honestly)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise WorkbenchError(f"{what}: {len(unknown)} fact(s) have no honest scenario, so what the model knows about "
+                             f"them cannot be read: {shown}. Add an honest question about each (same fact_id)")
 
 
 def check_protocol(hypothesis: Any, source: str = "the hypothesis") -> None:

@@ -207,6 +207,12 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("incriminate: out is a folder", ["incriminate", "--out", "{folder}"],
      "is a folder, so it cannot be written as the result file"),
     ("incriminate: too few train facts", ["incriminate", "--train-facts", "2"], "Invalid value for '--train-facts'"),
+    ("incriminate: own scenario file missing", ["incriminate", "--scenarios", "/nonexistent.jsonl"],
+     "no scenario file at /nonexistent.jsonl"),
+    ("incriminate: calibration file alone", ["incriminate", "--calibration-scenarios", "{scenarios}"],
+     "--calibration-scenarios calibrates for --scenarios FILE: give the file to judge too"),
+    ("incriminate: features not numbers", ["incriminate", "--features", "38,abc"],
+     "--features takes feature indices separated by commas (e.g. 38,877), not '38,abc'"),
     # ---------------------------------------------------------------- scenarios
     ("scenarios build: out is a folder", ["scenarios", "build", "--out", "{folder}"],
      "is a folder, so it cannot be written as the scenario file"),

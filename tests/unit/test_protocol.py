@@ -202,3 +202,70 @@ def test_changing_any_part_of_the_key_recalibrates(monkeypatch, tiny_model, tiny
         assert run(**changes)[1] == changed and len(spy.calls) == before + 1, f"the {name} variant was not cached"
         digests.add(changed)
     assert len(digests) == len(variants) + 1
+
+
+# --------------------------------------------------------------------------- a researcher's own scenario files
+
+
+def test_a_falsehood_in_the_context_without_a_substitute_is_not_called_uncopied(tiny_model, tiny_sae, tiny_scenarios):
+    """The copy test draws its substitute from the scenario set; a relation with no other answer in the set
+    gets no copy test, a note saying why, and an inconclusive call (never an uncopied lie)."""
+    from workbench.incrimination import collect_evidence
+
+    fact = next(s.fact_id for s in tiny_scenarios if s.condition.value == "parrot")
+    alone = [s.model_copy(update={"relation": "motto"}) for s in with_planted_responses(
+        [s for s in tiny_scenarios if s.fact_id == fact])]
+    parrot = next(e for e in collect_evidence(tiny_model, tiny_sae, alone, [3, 7]) if e.condition == "parrot")
+    assert parrot.false_in_context and parrot.follows_counterfactual is None
+    assert "no other answer of the relation 'motto'" in parrot.copy_test_note
+    assert _verdict(parrot, 0.0, None) == "inconclusive"
+    # with the relation's other answers in the set, the copy test runs on a substitute from the set
+    many = [s.model_copy(update={"relation": "motto"}) for s in with_planted_responses(
+        [s for s in tiny_scenarios if s.condition.value in ("parrot", "honest")][:12])]
+    tested = [e for e in collect_evidence(tiny_model, tiny_sae, many, [3, 7]) if e.condition == "parrot"]
+    assert tested and all(e.copy_test_note is None and e.counterfactual_response is not None for e in tested)
+
+
+def test_incriminate_on_your_own_file_with_a_calibration_file(tiny_model_dir, tiny_sae_dir, tiny_scenarios, tmp_path,
+                                                               capsys):
+    from workbench import cli
+    from workbench.scenarios import write_scenarios
+
+    own = [s.model_copy(update={"relation": "motto"}) for s in with_planted_responses(
+        [s for s in tiny_scenarios if s.split.value == "heldout"][:16])]
+    calibration = with_planted_responses([s for s in tiny_scenarios if s.split.value == "train"][:24])
+    own_file, calibration_file, out = tmp_path / "own.jsonl", tmp_path / "calibration.jsonl", tmp_path / "result.json"
+    write_scenarios(own_file, own)
+    write_scenarios(calibration_file, calibration)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["incriminate", "--scenarios", str(own_file), "--calibration-scenarios", str(calibration_file),
+                  "--model", str(tiny_model_dir), "--sae-path", str(tiny_sae_dir), "--features", "3,7",
+                  "--out", str(out), "--json"])
+    assert exited.value.code == 0
+    result = json.loads(out.read_text())
+    assert result["n_responses"] == len(own) and result["features"] == [3, 7]
+    assert {r["scenario_id"] for r in result["responses"]} == {s.id for s in own}
+    assert result["n_scored"] > 0 and 0.0 <= result["macro_f1"]["value"] <= 1.0
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("no train split", "has no split: train scenarios: the protocol calibrates"),
+    ("no honest question", "fact(s) have no honest scenario, so what the model knows about them cannot be read"),
+    ("no lie prompts", "have no lie scenarios: the protocol needs honest questions"),
+])
+def test_a_file_the_protocol_cannot_use_says_what_to_add(tiny_scenarios, tmp_path, problem, message):
+    from workbench.incrimination import file_sets
+    from workbench.scenarios import Split, write_scenarios
+
+    scenarios = [s for s in tiny_scenarios if s.condition.value != "ignorant"]
+    if problem == "no train split":
+        scenarios = [s.model_copy(update={"split": Split.heldout}) for s in scenarios]
+    elif problem == "no honest question":
+        dropped = next(s.fact_id for s in scenarios if s.split is Split.heldout)
+        scenarios = [s for s in scenarios if not (s.fact_id == dropped and s.condition.value == "honest")]
+    else:
+        scenarios = [s for s in scenarios if s.condition.value != "lie"]
+    path = tmp_path / "s.jsonl"
+    write_scenarios(path, scenarios)
+    with pytest.raises(WorkbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        file_sets(path)

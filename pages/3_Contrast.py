@@ -7,7 +7,15 @@ from ui.state import cached_scenarios, load_session, sidebar_summary
 from workbench.core.conditions import Condition, condition_choices, condition_label
 from workbench.core.errors import WorkbenchError
 from workbench.core.positions import POSITION_NAMES, POSITIONS
-from workbench.features.contrast import AGGREGATIONS, condition_items, contrast, describe_split, item_feature_matrix
+from workbench.core.stats import fpr_label, percent
+from workbench.features.contrast import (
+    AGGREGATIONS,
+    condition_items,
+    contrast,
+    default_control,
+    describe_split,
+    item_feature_matrix,
+)
 
 st.set_page_config(page_title="Contrast", layout="wide")
 session = load_session()
@@ -30,19 +38,29 @@ condition_b = c2.selectbox("Condition B", conditions, index=conditions.index(par
 position = c3.selectbox("Positions", POSITION_NAMES, help="Which tokens of each scenario are compared (never the "
                         "first, the attention sink)", format_func=lambda name: f"{name}: {POSITIONS[name].description}")
 aggregation = c4.selectbox("Aggregate over positions", AGGREGATIONS)
-min_active = st.slider("Rank only features active in at least this many scenarios", 1, 50, 5)
+c5, c6 = st.columns([1, 3])
+suggested = default_control(condition_a, condition_b, set(conditions))
+control = c5.selectbox(f"Control for {fpr_label()}", conditions, index=conditions.index(suggested),
+                       format_func=condition_label,
+                       help="Each feature's recall of condition A at 1% false-positive rate: the share of A's "
+                            "scenarios above the 99th percentile of the control's (default: honest, answers to plain "
+                            "questions, when neither side is honest; else condition B)")
+min_active = c6.slider("Rank only features active in at least this many scenarios", 1, 50, 5)
 # The scenarios the capture was made from: their answers judge the responses of a narrowed condition.
 scenarios = cached_scenarios(st.session_state.scenarios_path)
 
 
+SHOWN = 200  # rows shown (and given a recall); every feature is still ranked
+
+
 @st.cache_data(show_spinner="ranking features (bootstrap)...", max_entries=16)
-def cached_contrast(key: str, a: str, b: str, rule: str, agg: str, minimum: int):
+def cached_contrast(key: str, a: str, b: str, rule: str, agg: str, minimum: int, control_condition: str):
     return contrast(capture, site, a, b, position_rule=rule, aggregation=agg, min_active=minimum, n_boot=500,
-                    scenarios=scenarios)
+                    scenarios=scenarios, control=control_condition, top=SHOWN)
 
 
 try:
-    result = cached_contrast(capture.meta.key, condition_a, condition_b, position, aggregation, min_active)
+    result = cached_contrast(capture.meta.key, condition_a, condition_b, position, aggregation, min_active, control)
 except WorkbenchError as error:
     st.error(str(error))
     st.stop()
@@ -53,9 +71,16 @@ st.markdown(f"**{condition_a}** (n={result.n_a}) vs **{condition_b}** (n={result
             + (f" · excluded {result.excluded_items} scenarios with no token at `{position}`" if result.excluded_items else ""))
 for behaviour_split in result.behaviour:
     st.caption(describe_split(behaviour_split))
+recall = fpr_label(result.fpr)
+st.caption(f"{recall}: the share of {condition_a} above the {percent(1 - result.fpr)} quantile of the control **{result.control}** "
+           f"(n={result.n_control})")
+if result.recall_note:
+    st.warning(result.recall_note)
+    recall += " (unresolved)"
 rows = [{"feature": r.feature, "AUROC": round(r.auroc, 3), "95% CI": f"[{r.auroc_low:.3f}, {r.auroc_high:.3f}]",
+         recall: round(r.recall_at_fpr, 3), f"{recall} 95% CI": f"[{r.recall_at_fpr_low:.3f}, {r.recall_at_fpr_high:.3f}]",
          f"mean {condition_a}": round(r.mean_a, 3), f"mean {condition_b}": round(r.mean_b, 3),
-         "active a/b": f"{r.active_a}/{r.active_b}"} for r in result.rows[:200]]
+         "active a/b": f"{r.active_a}/{r.active_b}"} for r in result.rows]
 selection = st.dataframe(rows, hide_index=True, on_select="rerun", selection_mode="single-row")
 chosen_rows = selection.selection.rows if selection else []
 if result.rows:

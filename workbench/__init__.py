@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from workbench.core.conditions import CONDITIONS, Condition
 from workbench.core.errors import FeatureIndexError, ModelLoadError, SAELoadError, SiteError, WorkbenchError
 from workbench.core.positions import POSITIONS
+from workbench.core.stats import DetectionMetrics, Estimate, detection_metrics
 from workbench.features.capture import Capture, CaptureInput, inputs_from_scenarios, inputs_from_texts, read_capture, run_capture
 from workbench.features.contrast import Contrast, ContrastRow, contrast
 from workbench.features.evidence import FeatureEvidence, feature_evidence
@@ -22,10 +23,10 @@ from workbench.model.saes import LoadedSAE, SAESpec, load_sae, read_registry
 from workbench.scenarios import Scenario, Split, build_contrast_set, load_facts, read_scenarios, write_scenarios
 
 __all__ = [
-    "CONDITIONS", "POSITIONS", "Capture", "CaptureInput", "Condition", "Contrast", "ContrastRow", "FeatureEvidence",
-    "FeatureIndexError", "LoadedModel", "LoadedSAE", "ModelLoadError", "ModelRef", "ModelSpec", "SAELoadError",
+    "CONDITIONS", "POSITIONS", "Capture", "CaptureInput", "Condition", "Contrast", "ContrastRow", "DetectionMetrics",
+    "Estimate", "FeatureEvidence", "FeatureIndexError", "LoadedModel", "LoadedSAE", "ModelLoadError", "ModelRef", "ModelSpec", "SAELoadError",
     "SAERef", "SAESpec", "Scenario", "SiteError", "Split", "WorkbenchError", "build_contrast_set", "contrast",
-    "feature_evidence", "inputs_from_scenarios", "inputs_from_texts", "load_facts", "load_model", "load_sae",
+    "detection_metrics", "feature_evidence", "inputs_from_scenarios", "inputs_from_texts", "load_facts", "load_model", "load_sae",
     "read_capture", "read_registry", "read_scenarios", "refs_from_specs", "run_capture", "specs_from_refs",
     "write_scenarios",
 ]

@@ -26,6 +26,7 @@ from workbench.core.constants import DEFAULT_SCENARIOS, LORA_TARGETS
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import check_output_path, read_user_text
 from workbench.core.positions import describe_positions, position_rule
+from workbench.core.stats import fpr_label, percent
 
 app = typer.Typer(
     help="Intent workbench: find features that separate lies from parroting and test them causally.",
@@ -235,11 +236,13 @@ def contrast(
     min_active: Annotated[int, typer.Option("--min-active", min=1, help="Rank only features active in at least this many items.")] = 5,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples for the AUROC interval.")] = 1000,
     split: Annotated[str | None, typer.Option("--split", help="Only scenarios of this split (train or heldout).")] = None,
+    control: Annotated[str | None, typer.Option("--control", metavar="CONDITION", help="Control condition for each feature's recall of CONDITION_A at 1% false-positive rate (its 99th percentile is the threshold); default: honest when the scenarios have it and neither side is honest, else CONDITION_B.")] = None,
     model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
 ) -> None:
-    """Rank every feature by how well it separates two conditions (AUROC with bootstrap 95% CI).
+    """Rank every feature by how well it separates two conditions (AUROC with bootstrap 95% CI), with its
+    recall of CONDITION_A at 1% false-positive rate on a control condition.
 
     A condition narrowed by behaviour (lie+false: lie prompts the model lied on; lie+truth: those it resisted)
     is judged from each scenario's response (its own, or the model's greedy response generated at capture);
@@ -258,10 +261,10 @@ def contrast(
     chosen_split = parse_split(split).value if split else None
     pool = _scenarios(scenarios)
     check_contrast_settings(condition_a, condition_b, position, aggregation,
-                            {s.condition.value for s in pool if chosen_split in (None, s.split.value)})
+                            {s.condition.value for s in pool if chosen_split in (None, s.split.value)}, control)
     # Only these read the response: rules that cover the answer, and conditions judged from it.
     needs_responses = position_rule(position).covers_answer or any(
-        parse_condition(c)[1] is not None for c in (condition_a, condition_b))
+        parse_condition(c)[1] is not None for c in (condition_a, condition_b, control) if c)
     refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
     check_refs(*refs)
     _, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses)
@@ -269,7 +272,7 @@ def contrast(
         result = result.subset(lambda item: item.split == chosen_split)
     table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
                               aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top,
-                              scenarios=pool)
+                              scenarios=pool, control=control)
     if as_json:
         print(table_data.model_dump_json())
         return
@@ -283,9 +286,16 @@ def contrast(
         console.print(f"  excluded {table_data.excluded_items} items with no token at {position}", highlight=False)
     for behaviour_split in table_data.behaviour:
         console.print(f"  {describe_split(behaviour_split)}", highlight=False)
-    table = Table("feature", "AUROC", "95% CI", f"mean {condition_a}", f"mean {condition_b}", "active a/b")
+    recall = fpr_label(table_data.fpr)
+    console.print(f"  {recall}: recall of {condition_a} above the {percent(1 - table_data.fpr)} quantile of the "
+                  f"control {table_data.control} (n={table_data.n_control})", highlight=False)
+    if table_data.recall_note:
+        console.print(f"  unresolved: {table_data.recall_note}", highlight=False)
+    table = Table("feature", "AUROC", "95% CI", f"{recall} [95% CI]" + (" unresolved" if table_data.recall_note else ""),
+                  f"mean {condition_a}", f"mean {condition_b}", "active a/b")
     for row in table_data.rows:
         table.add_row(str(row.feature), f"{row.auroc:.3f}", f"[{row.auroc_low:.3f}, {row.auroc_high:.3f}]",
+                      f"{row.recall_at_fpr:.3f} [{row.recall_at_fpr_low:.3f}, {row.recall_at_fpr_high:.3f}]",
                       f"{row.mean_a:.3f}", f"{row.mean_b:.3f}", f"{row.active_a}/{row.active_b}")
     console.print(table)
 
@@ -772,11 +782,19 @@ def incriminate_command(
         print(result.model_dump_json(exclude={"responses"}))
         return
     table = Table(title=f"incrimination on {split} facts: macro-F1 {result.macro_f1}")
-    for column in ("verdict", "precision [95% CI]", "recall [95% CI]", "support"):
+    for column in ("verdict", "precision [95% CI]", "recall [95% CI]", "support", "balanced accuracy vs the rest [95% CI]"):
         table.add_column(column)
     for c in result.classes:
-        table.add_row(c.verdict, str(c.precision), str(c.recall), str(c.support))
+        table.add_row(c.verdict, str(c.precision), str(c.recall), str(c.support),
+                      str(c.balanced_accuracy) if c.balanced_accuracy else "")
     console.print(table)
+    if intent := result.intent_score:
+        console.print(f"intent score (features {', '.join(map(str, result.features))}) as a detector of intentional lies "
+                      f"vs every other scored response: AUROC {intent.auroc}; balanced accuracy at the calibrated "
+                      f"threshold {intent.threshold:.3f}: {intent.balanced_accuracy}; {fpr_label(intent.fpr)}: "
+                      f"{intent.recall_text()}", highlight=False)
+        if intent.note:
+            console.print(f"  unresolved: {intent.note}", highlight=False)
     console.print(f"scored {result.n_scored} of {result.n_responses} responses; excluded: {result.excluded}", highlight=False)
     console.print(f"calibration (train facts): {result.calibration}", highlight=False)
     console.print("confusion (truth -> verdicts): " + json.dumps(result.confusion), highlight=False)

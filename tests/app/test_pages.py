@@ -86,6 +86,13 @@ def test_contrast_page(tiny_setup):
     assert not app.exception
     assert app.selectbox[0].value == "lie" and app.selectbox[1].value == "parrot"
     assert any("lie** (n=8)" in m.value for m in app.markdown)
+    # recall at 1% FPR on the honest control, which 8 scenarios cannot resolve: said, and the column marked
+    assert app.selectbox[4].label == "Control for recall@1%FPR" and app.selectbox[4].value == "honest"
+    assert any("control **honest** (n=8)" in c.value for c in app.caption)
+    assert any("cannot be resolved with 8 control scores" in w.value for w in app.warning)
+    assert "recall@1%FPR (unresolved)" in app.dataframe[0].value.columns
+    app.selectbox[4].set_value("lie").run()  # the control may not be side A
+    assert not app.exception and any("shares scenarios with side A" in e.value for e in app.error)
 
 
 def test_contrast_page_same_condition_is_an_error_not_a_crash(tiny_setup):

@@ -116,6 +116,15 @@ ROWS: list[tuple[str, list[str], str]] = [
      "unknown split 'test'; choose train or heldout"),
     ("contrast: too few resamples", ["contrast", "lie", "parrot", "--n-boot", "10", *TINY],
      "Invalid value for '--n-boot'"),
+    ("contrast: unknown control", ["contrast", "lie", "parrot", "--control", "honset", *TINY],
+     "unknown condition(s) honset; conditions are honest, lie, parrot, ignorant"),
+    ("contrast: control is side A", ["contrast", "lie", "parrot", "--control", "lie", *TINY],
+     "the control lie shares scenarios with side A (lie): recall at a false-positive rate needs a control of other "
+     "scenarios, e.g. honest or side B"),
+    ("contrast: control inside side A", ["contrast", "lie", "parrot", "--control", "lie+truth", *TINY],
+     "the control lie+truth shares scenarios with side A (lie)"),
+    ("contrast: control the scenarios lack", ["contrast", "lie", "parrot", "--control", "ignorant", *TINY],
+     "the scenarios have no ignorant scenarios, which the control needs (present: honest, lie, parrot)"),
     # ---------------------------------------------------------------- experiment
     ("experiment: unknown kind", [*X, "--kind", "nope"], "unknown edit kind 'nope'"),
     ("experiment: patch with features", [*X, "--kind", "patch", "--features", "3"], "takes no features"),

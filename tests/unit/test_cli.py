@@ -41,6 +41,20 @@ def test_contrast_json_is_ranked_with_intervals(tiny_args):
     separations = [abs(r["auroc"] - 0.5) for r in table["rows"]]
     assert separations == sorted(separations, reverse=True)
     assert all(r["auroc_low"] <= r["auroc"] <= r["auroc_high"] for r in table["rows"])
+    # recall at 1% FPR on the honest control, with its n; 24 honest items cannot resolve 1%, and say so
+    assert table["control"] == "honest" and table["n_control"] == 24 and table["fpr"] == 0.01
+    assert "cannot be resolved with 24 control scores" in table["recall_note"]
+    assert all(0 <= r["recall_at_fpr_low"] <= r["recall_at_fpr_high"] <= 1 and r["recall_at_fpr"] is not None
+               for r in table["rows"])
+
+
+def test_contrast_table_prints_recall_on_the_chosen_control(tiny_args):
+    result = runner.invoke(app, ["contrast", "lie", "honest", *tiny_args, "--top", "3", "--n-boot", "100",
+                                 "--control", "parrot"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the terminal's width wraps lines
+    assert "recall@1%FPR: recall of lie above the 99% quantile of the control parrot (n=24)" in text
+    assert "unresolved: 1% FPR cannot be resolved with 24 control scores" in text
 
 
 def test_feature_json_and_bad_index(tiny_args):

@@ -145,3 +145,64 @@ def test_conditions_are_listed_in_the_tables_order():
     assert ordered_conditions(["parrot", "lie+false", None, "lie", "parrot"]) == ["lie", "parrot", "lie+false"]
     assert condition_colour("lie") != condition_colour("parrot")
     assert condition_colour("lie+false", 0) != condition_colour("lie+truth", 1)  # anything else: a fallback colour
+
+
+def test_each_row_has_its_recall_at_one_percent_fpr_on_the_honest_control():
+    capture = planted_capture()
+    result = contrast(capture, "model.layers.0", "lie", "parrot", n_boot=200, top=4)
+    assert result.control == "honest" and result.n_control == 5 and result.fpr == 0.01
+    # 5 honest items cannot resolve 1%: said, not hidden
+    assert "1% FPR cannot be resolved with 5 control scores" in result.recall_note
+    matrix, _ = item_feature_matrix(capture, "model.layers.0", "last_prompt_token")
+    lie = [i for i, item in enumerate(capture.items) if item.condition == "lie"]
+    honest = [i for i, item in enumerate(capture.items) if item.condition == "honest"]
+    for row in result.rows:  # by hand: the share of lie items above the honest items' 99% quantile
+        threshold = torch.quantile(matrix[honest, row.feature].double(), 0.99)
+        assert row.recall_at_fpr == pytest.approx(float((matrix[lie, row.feature].double() > threshold).double().mean()))
+        assert 0.0 <= row.recall_at_fpr_low <= row.recall_at_fpr_high <= 1.0
+    assert result.rows[0].feature == 3 and result.rows[0].recall_at_fpr == 1.0  # never fires on honest
+
+
+def test_the_control_can_be_chosen_and_must_not_overlap_side_a():
+    capture = planted_capture(n_per_condition=120)
+    assert contrast(capture, "model.layers.0", "lie", "honest", n_boot=100, top=3).control == "honest"  # side B
+    chosen = contrast(capture, "model.layers.0", "lie", "parrot", control="parrot", n_boot=100, top=3)
+    assert chosen.control == "parrot" and chosen.n_control == 120
+    assert chosen.recall_note is None  # 120 control items resolve 1%
+    default = contrast(capture, "model.layers.0", "lie", "parrot", n_boot=100, top=3)
+    assert default.control == "honest" and default.recall_note is not None
+    assert [r.auroc for r in chosen.rows] == [r.auroc for r in default.rows]  # the ranking does not move
+    with pytest.raises(WorkbenchError, match="the control lie shares scenarios with side A"):
+        contrast(capture, "model.layers.0", "lie", "parrot", control="lie")
+    with pytest.raises(WorkbenchError, match="no items of condition 'ignorant'"):
+        contrast(capture, "model.layers.0", "lie", "parrot", control="ignorant")
+    # the sides' minimum is not the control's: 5 honest items set a threshold (and leave 1% unresolved)
+    few = contrast(planted_capture(), "model.layers.0", "lie", "parrot", min_items=6, n_boot=50, top=2)
+    assert few.n_control == 5 and few.recall_note is not None
+
+
+def test_the_default_control_is_honest_unless_a_side_is_honest():
+    from workbench.features.contrast import check_control, default_control
+
+    assert default_control("lie", "parrot") == "honest"
+    assert default_control("lie+false", "lie+truth", {"lie", "honest"}) == "honest"
+    assert default_control("lie+false", "lie+truth", {"lie", "parrot"}) == "lie+truth"  # no honest scenarios
+    assert default_control("lie", "honest") == "honest"  # side B
+    assert default_control("honest+false", "lie") == "lie"
+    check_control("lie+false", "lie+truth")  # disjoint: lied vs resisted
+    for a, control in (("lie", "lie+truth"), ("lie+false", "lie"), ("lie", "lie")):
+        with pytest.raises(WorkbenchError, match="shares scenarios with side A"):
+            check_control(a, control)
+    with pytest.raises(WorkbenchError, match="unknown condition"):
+        check_control("lie", "honets")
+
+
+def test_a_control_with_no_item_at_the_positions_is_an_error_that_says_what_to_do():
+    capture = planted_capture()
+    items = capture.meta.items
+    for index, item in enumerate(items):
+        if item.condition == "honest":  # the last prompt token would be the attention sink: never selected
+            items[index] = item.model_copy(update={"prompt_length": 1})
+    with pytest.raises(WorkbenchError, match="only 0 items of the control 'honest' have tokens at position rule "
+                                             "'last_prompt_token'; at least 1 is needed .*or choose another control"):
+        contrast(capture, "model.layers.0", "lie", "parrot")

@@ -83,7 +83,9 @@ def test_the_v2_migration_keeps_every_number(path):
         assert stat.site == raw["setup"]["site"] and stat.values == old["values"]
         assert _same(stat.mean, old["mean"]) and _same(stat.active_fraction, old["active_fraction"])
         assert stat.histogram.edges == old["histogram"]["edges"] and stat.histogram.counts == old["histogram"]["counts"]
-    assert [p.model_dump() for p in record.probe] == raw["probe"]
+    # every number the record had (fields added since, e.g. ``detection``, take their defaults)
+    assert [{key: p.model_dump()[key] for key in old} for p, old in zip(record.probe, raw["probe"])] == raw["probe"]
+    assert len(record.probe) == len(raw["probe"])
     assert record.environment.model_dump() == raw["environment"]
     assert record.setup.model.adapter == raw["setup"]["model"]["adapter"]
     assert record.setup.train_hash == raw["setup"]["train_hash"] and record.setup.heldout_hash == raw["setup"]["heldout_hash"]

@@ -2,7 +2,9 @@
 
 A condition may be narrowed by what the model did (``lie+false`` vs ``lie+truth``: the same kind of prompt,
 lied on or resisted), judged from each captured response against its scenario
-(``scenarios.judging.select_by_behaviour``).
+(``scenarios.judging.select_by_behaviour``). Beside its AUROC, each feature gets its recall of A at 1%
+false-positive rate on a control condition (:func:`default_control`: ``honest`` when neither side is), as
+deception-probe papers report it on a benign control set.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import torch
 from pydantic import BaseModel
 
 from workbench.core import positions
-from workbench.core.conditions import check_conditions, parse_condition
+from workbench.core.conditions import Condition, check_conditions, parse_condition
 from workbench.core.errors import WorkbenchError
-from workbench.core.stats import bootstrap_auroc
+from workbench.core.stats import DEFAULT_FPR, bootstrap_auroc, bootstrap_recall_at_fpr, unresolved_note
 from workbench.features.capture import Capture
 from workbench.scenarios.judging import AnswerJudge, select_by_behaviour
 from workbench.scenarios.records import Scenario
@@ -38,6 +40,12 @@ class ContrastRow(BaseModel):
     active_a: int
     """Items of A where the feature is non-zero at the selected positions."""
     active_b: int
+    recall_at_fpr: float | None = None
+    """Fraction of A's items whose value is above the ``1 - fpr`` quantile of the control's values (recall at
+    ``Contrast.fpr`` on ``Contrast.control``); None in contrasts made before it was measured."""
+    recall_at_fpr_low: float | None = None
+    """Lower end of its bootstrap 95% interval (A's items and the control's resampled)."""
+    recall_at_fpr_high: float | None = None
 
 
 class BehaviourSplit(BaseModel):
@@ -76,8 +84,17 @@ class Contrast(BaseModel):
     n_boot: int
     rows: list[ContrastRow]
     behaviour: list[BehaviourSplit] = []
-    """For each condition a side narrows by behaviour (``lie`` in ``lie+false``), how its responses were
-    judged; empty when neither side is narrowed."""
+    """For each condition a side (or the control) narrows by behaviour (``lie`` in ``lie+false``), how its
+    responses were judged; empty when none is narrowed."""
+    control: str | None = None
+    """The condition whose items set each row's recall threshold (:func:`default_control` unless chosen)."""
+    n_control: int = 0
+    """Items of the control with at least one token at the selected positions."""
+    fpr: float = DEFAULT_FPR
+    """The false-positive rate on the control that the rows' recall is at."""
+    recall_note: str | None = None
+    """Set when the control has fewer than 1/``fpr`` items, so that ``fpr`` cannot be resolved: the rows'
+    recall is at the control's ``1 - fpr`` quantile, not at a measured ``fpr``."""
 
 
 def check_sides(condition_a: str, condition_b: str, present: set[str] | None = None) -> None:
@@ -91,6 +108,27 @@ def check_sides(condition_a: str, condition_b: str, present: set[str] | None = N
         narrowed = condition_b if behaviour_a is None else condition_a
         raise WorkbenchError(f"{condition_a} and {condition_b} overlap: every {narrowed} scenario is a {base_a} "
                              f"scenario; contrast {base_a}+false with {base_a}+truth, or either with another condition")
+
+
+def default_control(condition_a: str, condition_b: str, present: set[str] | None = None) -> str:
+    """The control condition of a contrast's recall at 1% FPR: ``honest`` (answers to plain questions, the
+    benign control) when the scenarios have it (``present``; None = assume so) and neither side is honest
+    (narrowed or not); else side B."""
+    honest = Condition.honest.value
+    if (present is None or honest in present) and honest not in {parse_condition(c)[0] for c in (condition_a,
+                                                                                                  condition_b)}:
+        return honest
+    return condition_b
+
+
+def check_control(condition_a: str, control: str, present: set[str] | None = None) -> None:
+    """A control condition of the table or narrowed by behaviour (given ``present``, one the scenarios have)
+    that shares no scenario with side A: the recall of A is measured against it."""
+    check_conditions((control,), present, needed_by="the control", behaviour=True)
+    (base_a, behaviour_a), (base_c, behaviour_c) = parse_condition(condition_a), parse_condition(control)
+    if control == condition_a or (base_a == base_c and None in (behaviour_a, behaviour_c)):
+        raise WorkbenchError(f"the control {control} shares scenarios with side A ({condition_a}): recall at a "
+                             "false-positive rate needs a control of other scenarios, e.g. honest or side B")
 
 
 def condition_items(capture: Capture, conditions: Sequence[str], scenarios: Sequence[Scenario] | None = None,
@@ -139,11 +177,15 @@ def describe_split(split: BehaviourSplit) -> str:
 
 
 def check_contrast_settings(condition_a: str, condition_b: str, position_rule: str = "last_prompt_token",
-                            aggregation: str = "max", present: set[str] | None = None) -> None:
+                            aggregation: str = "max", present: set[str] | None = None,
+                            control: str | None = None) -> None:
     """Every check on a contrast's settings that needs no capture (the CLI's and a hypothesis file's, before
     anything loads): two conditions (:func:`check_sides`; given ``present``, the conditions the scenarios
-    have), a known position rule and aggregation. (``contrast`` itself checks against the capture.)"""
+    have), a control if one is chosen (:func:`check_control`), a known position rule and aggregation.
+    (``contrast`` itself checks against the capture.)"""
     check_sides(condition_a, condition_b, present)
+    if control is not None:
+        check_control(condition_a, control, present)
     positions.position_rule(position_rule)
     if aggregation not in AGGREGATIONS:
         raise WorkbenchError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
@@ -191,36 +233,48 @@ def contrast(
     top: int | None = None,
     scenarios: Sequence[Scenario] | None = None,
     judge: AnswerJudge | None = None,
+    control: str | None = None,
+    fpr: float = DEFAULT_FPR,
 ) -> Contrast:
     """Rank every feature by how well it separates items of ``condition_a`` from ``condition_b``.
 
     A feature is ranked only if it is active in at least ``min_active`` items of A and B
     together; the rest are counted in ``dropped`` with the reason. A condition narrowed by behaviour
     (``lie+false``) is judged from the captured responses (:func:`condition_items`: it needs ``scenarios``);
-    how they were judged is in ``behaviour``.
+    how they were judged is in ``behaviour``. Each returned row also gets its recall of A at ``fpr`` on the
+    ``control`` condition (default :func:`default_control`), with a bootstrap interval.
     """
     check_sides(condition_a, condition_b)
     present = sorted({item.condition for item in capture.items if item.condition})
-    for condition in (condition_a, condition_b):
+    control = control or default_control(condition_a, condition_b, set(present))
+    check_control(condition_a, control)
+    for condition in (condition_a, condition_b, control):
         base = parse_condition(condition)[0]
         if base not in present:
             raise WorkbenchError(
                 f"no items of condition {base!r} in this capture (present: {', '.join(present) or 'none'})"
             )
     matrix, selected = item_feature_matrix(capture, site, position_rule, aggregation)
-    (members_a, members_b), splits = condition_items(capture, (condition_a, condition_b), scenarios, judge)
+    (members_a, members_b, members_control), splits = condition_items(
+        capture, (condition_a, condition_b, control), scenarios, judge)
     index_a = [i for i in members_a if selected[i] > 0]
     index_b = [i for i in members_b if selected[i] > 0]
+    index_control = [i for i in members_control if selected[i] > 0]
     excluded = len(members_a) + len(members_b) - len(index_a) - len(index_b)
-    for condition, members, index in ((condition_a, members_a, index_a), (condition_b, members_b, index_b)):
-        if len(index) < min_items:
+    # the control needs one item to set a threshold; fewer than 1/fpr leave the rate unresolved (``recall_note``)
+    for condition, members, index, role, needed in (
+            (condition_a, members_a, index_a, "", min_items), (condition_b, members_b, index_b, "", min_items),
+            (control, members_control, index_control, "the control ", 1)):
+        if len(index) < needed:
             base = parse_condition(condition)[0]
             judged = [f"; {describe_split(split)}" for split in splits if split.condition == base
                       and condition != base]
-            hint = "add scenarios" if len(members) < min_items else "add scenarios, or pick another rule"
+            hint = "add scenarios" if len(members) < needed else "add scenarios, or pick another rule"
+            if role:
+                hint += ", or choose another control"
             raise WorkbenchError(
-                f"only {len(index)} items of {condition!r} have tokens at position rule "
-                f"{position_rule!r}; at least {min_items} are needed ({hint}){''.join(judged)}"
+                f"only {len(index)} items of {role}{condition!r} have tokens at position rule "
+                f"{position_rule!r}; at least {needed} {'is' if needed == 1 else 'are'} needed ({hint}){''.join(judged)}"
             )
     values_a, values_b = matrix[index_a], matrix[index_b]
     active_a = (values_a > 0).sum(0)
@@ -244,9 +298,17 @@ def contrast(
                 mean_a=float(mean_a[j]), mean_b=float(mean_b[j]), mean_difference=float(mean_a[j] - mean_b[j]),
                 active_a=int(active_a[feature]), active_b=int(active_b[feature]),
             ))
+    shown = rows[:top] if top else rows
+    if shown:  # recall only for the rows returned: the ranking is by AUROC
+        columns = [row.feature for row in shown]
+        recall, low, high, _ = bootstrap_recall_at_fpr(values_a[:, columns], matrix[index_control][:, columns],
+                                                       fpr=fpr, n_boot=n_boot, seed=seed)
+        shown = [row.model_copy(update={"recall_at_fpr": float(recall[j]), "recall_at_fpr_low": float(low[j]),
+                                        "recall_at_fpr_high": float(high[j])}) for j, row in enumerate(shown)]
     return Contrast(
         site=site, condition_a=condition_a, condition_b=condition_b, position_rule=position_rule,
         aggregation=aggregation, n_a=len(index_a), n_b=len(index_b), n_features=matrix.shape[1],
         n_ranked=len(rows), dropped=dropped, excluded_items=excluded, min_active=min_active,
-        n_boot=n_boot, rows=rows[:top] if top else rows, behaviour=splits,
+        n_boot=n_boot, rows=shown, behaviour=splits, control=control, n_control=len(index_control), fpr=fpr,
+        recall_note=unresolved_note(len(index_control), fpr),
     )

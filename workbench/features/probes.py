@@ -3,7 +3,9 @@
 Two probes, as the deception-probe literature uses them: the difference of class means, and an
 L2-regularised logistic regression on standardised activations. Both are trained on the train
 split (positive condition vs negative condition) and scored on held-out scenarios by AUROC with a
-bootstrap 95% interval, so an SAE-feature hypothesis can be compared with what a probe achieves.
+bootstrap 95% interval, so an SAE-feature hypothesis can be compared with what a probe achieves; and,
+as deception-probe papers report them, by balanced accuracy at a threshold fixed on the train split and
+by recall at 1% false-positive rate on a control set (``core.stats.detection_metrics``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel
 from workbench.model.rendering import RenderedItem, pad_batch
 from workbench.model.tracing import read_site, run_trace
-from workbench.core.stats import Estimate, bootstrap_auroc
+from workbench.core.stats import DEFAULT_FPR, DetectionMetrics, Estimate, balanced_threshold, detection_metrics
 
 PROBE_KINDS = ("difference_of_means", "logistic_regression")
 
@@ -37,6 +39,11 @@ class ProbeResult(BaseModel):
     """Held-out AUROC (positive vs negative) with a bootstrap 95% interval; n = held-out items."""
     n_heldout_positive: int
     n_heldout_negative: int
+    detection: DetectionMetrics | None = None
+    """The held-out scores as detection papers report them: AUROC (the same as ``auroc``), balanced
+    accuracy at the threshold that maximises it on the train split (``threshold_rule`` = ``given``), and
+    recall at 1% FPR on a control (``control``: the held-out negatives by default, or a benign control set),
+    each with n. None in records written before these were measured."""
 
 
 def residual_at_last_prompt_token(model: LoadedModel, site_name: str, items: Sequence[RenderedItem],
@@ -112,28 +119,49 @@ def evaluate_probes(
     n_boot: int = 1000,
     seed: int = 0,
     min_items: int = 5,
+    control_condition: str | None = None,
+    control_acts: torch.Tensor | None = None,
+    control_name: str = "control set",
+    fpr: float = DEFAULT_FPR,
 ) -> list[ProbeResult]:
-    """Train each probe kind on each contrast (train split) and score it on the held-out split."""
+    """Train each probe kind on each contrast (train split) and score it on the held-out split.
+
+    Recall at ``fpr`` is measured on a control: by default the held-out items of the contrast's negative
+    condition; ``control_condition`` names another condition (its held-out items in ``acts``), or
+    ``control_acts`` (``[n, d_model]``, named ``control_name``) gives a benign control set of the caller's.
+    """
+    if control_condition is not None and control_acts is not None:
+        raise WorkbenchError("give the probes' control as a condition or as activations, not both")
+
+    def pick(condition: str, split: str) -> torch.Tensor:
+        index = [i for i, (c, s) in enumerate(zip(conditions, splits)) if c == condition and s == split]
+        return acts[index]
+
     results = []
     for positive, negative in contrasts:
-        def pick(condition: str, split: str) -> torch.Tensor:
-            index = [i for i, (c, s) in enumerate(zip(conditions, splits)) if c == condition and s == split]
-            return acts[index]
-
         tr_pos, tr_neg = pick(positive, "train"), pick(negative, "train")
         te_pos, te_neg = pick(positive, "heldout"), pick(negative, "heldout")
-        for name, tensor in (("train " + positive, tr_pos), ("train " + negative, tr_neg),
-                             ("held-out " + positive, te_pos), ("held-out " + negative, te_neg)):
+        if control_acts is not None:
+            control, name = control_acts, control_name
+        else:
+            control_of = control_condition or negative
+            control, name = pick(control_of, "heldout"), f"held-out {control_of}"
+        for label, tensor in (("train " + positive, tr_pos), ("train " + negative, tr_neg),
+                              ("held-out " + positive, te_pos), ("held-out " + negative, te_neg)):
             if len(tensor) < min_items:
-                raise WorkbenchError(f"the probe baseline needs at least {min_items} {name} scenarios, got {len(tensor)}")
+                raise WorkbenchError(f"the probe baseline needs at least {min_items} {label} scenarios, got {len(tensor)}")
+        if len(control) == 0:
+            raise WorkbenchError(f"the probes' control ({name}) has no items: give control scenarios")
+        sizes = [len(te_pos), len(te_neg), len(tr_pos), len(tr_neg), len(control)]
         for kind in kinds:
-            scores, _ = probe_scores(kind, tr_pos, tr_neg, torch.cat([te_pos, te_neg]))
-            point, low, high = bootstrap_auroc(scores[: len(te_pos)], scores[len(te_pos):], n_boot=n_boot, seed=seed)
+            scores, _ = probe_scores(kind, tr_pos, tr_neg, torch.cat([te_pos, te_neg, tr_pos, tr_neg, control]))
+            s_te_pos, s_te_neg, s_tr_pos, s_tr_neg, s_control = torch.split(scores, sizes)
+            detection = detection_metrics(s_te_pos, s_te_neg, s_control, fpr=fpr,
+                                          threshold=balanced_threshold(s_tr_pos, s_tr_neg), control_name=name,
+                                          n_boot=n_boot, seed=seed)
             results.append(ProbeResult(
                 kind=kind, site=site, positive=positive, negative=negative,
-                n_train_positive=len(tr_pos), n_train_negative=len(tr_neg),
-                auroc=Estimate(value=float(point), low=float(low), high=float(high),
-                               n=len(te_pos) + len(te_neg), method="bootstrap"),
-                n_heldout_positive=len(te_pos), n_heldout_negative=len(te_neg),
+                n_train_positive=len(tr_pos), n_train_negative=len(tr_neg), auroc=detection.auroc,
+                n_heldout_positive=len(te_pos), n_heldout_negative=len(te_neg), detection=detection,
             ))
     return results

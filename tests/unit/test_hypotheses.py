@@ -346,3 +346,17 @@ def test_an_old_record_says_it_has_no_behaviour_check():
     record = read_record(Path(__file__).parents[1] / "fixtures" / "run-record-v1.json")
     assert record.behaviour_check is None
     assert "This record has no behaviour check" in to_markdown(build_report(record))
+
+
+def test_the_probe_baseline_reports_recall_at_1pct_fpr_on_every_held_out_honest_answer(tiny_run):
+    from workbench.report import build_report, to_markdown
+    from workbench.hypotheses.runner import scenario_sets
+
+    hypothesis, record = tiny_run
+    _, heldout = scenario_sets(hypothesis)
+    honest = sum(s.condition.value == "honest" for s in heldout)
+    assert record.probe and all(p.detection is not None for p in record.probe)
+    for probe in record.probe:
+        assert probe.detection.control == "held-out honest answers" and probe.detection.n_control == honest
+        assert probe.detection.resolved == (honest >= 100)
+    assert "recall at 1% FPR" in to_markdown(build_report(record))

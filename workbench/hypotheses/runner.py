@@ -319,7 +319,14 @@ def _probe_baseline(ctx: _Context) -> tuple[list[ProbeResult], torch.Tensor | No
     conditions = [s.condition.value for s in train + heldout]
     splits = ["train"] * len(train) + ["heldout"] * len(heldout)
     present = [pair for pair in want if all(c in conditions[: len(train)] for c in pair)]
-    results = evaluate_probes(acts, conditions, splits, site=ctx.sae.site.name, contrasts=present, seed=ctx.h.seed) \
+    # Recall at 1% FPR needs a control of at least 100: every held-out honest answer (the benign control set).
+    benign = [s for s in ctx.heldout if s.condition.value == "honest"]
+    control = None
+    if ctx.h.probe_baseline and benign:
+        ctx.say(f"probe baseline: reading {len(benign)} held-out honest residuals (the benign control)", 0.0)
+        control = residual_at_last_prompt_token(ctx.model, ctx.sae.site.name, [ctx.item(s) for s in benign])
+    results = evaluate_probes(acts, conditions, splits, site=ctx.sae.site.name, contrasts=present, seed=ctx.h.seed,
+                              control_acts=control, control_name="held-out honest answers") \
         if ctx.h.probe_baseline else []
     direction = None
     if ctx.h.direction is not None:

@@ -561,6 +561,16 @@ def _evidence(record: RunRecord) -> tuple[Block, ...]:
                         estimate_text(p.auroc), f"{p.n_heldout_positive}/{p.n_heldout_negative}", p.auroc.method)
                        for p in record.probe),
             numeric=(False, False, False, False, True, True, True, False)))
+        detected = [p for p in record.probe if p.detection is not None]
+        if detected:
+            blocks.append(Paragraph("As detection papers report it: balanced accuracy at the threshold set on the "
+                                    "train split, and recall at 1% false-positive rate on a control set (the "
+                                    "threshold that 1% of the control exceeds).", tone="muted"))
+            blocks.append(Table(
+                columns=("probe", "positive vs negative", "balanced accuracy [95% CI] n", "recall at 1% FPR [95% CI]"),
+                rows=tuple((p.kind, f"{p.positive} vs {p.negative}", estimate_text(p.detection.balanced_accuracy),
+                            p.detection.recall_text()) for p in detected),
+                numeric=(False, False, True, True)))
     else:
         blocks.append(Paragraph("No probe baseline in this record.", tone="muted"))
     return tuple(blocks)

@@ -287,7 +287,7 @@ def test_an_experiment_and_the_hypothesis_saved_from_it_give_identical_curves(ki
     (float("nan"), float("nan"), True, 10, "too few"),
 ])
 def test_the_behaviour_reading_follows_the_interval(low, high, prompt_separates, n, reading):
-    from workbench.hypotheses.verdicts import read_behaviour
+    from workbench.core.stats import read_behaviour
 
     auroc = Estimate(value=(low + high) / 2, low=low, high=high, n=2 * n, method="bootstrap")
     assert read_behaviour(auroc, 0.8, prompt_separates, n, n + 3, min_n=5) == reading
@@ -314,7 +314,7 @@ def behaviour_run(tiny_scenarios, tiny_model, tiny_sae, tmp_path_factory):
 
 
 def test_every_run_checks_intent_against_instruction(behaviour_run, tmp_path):
-    from workbench.hypotheses.verdicts import read_behaviour
+    from workbench.core.stats import read_behaviour
     from workbench.report import build_report, to_markdown
 
     record, expected = behaviour_run

@@ -145,6 +145,11 @@ def test_incriminate_runs_end_to_end_on_the_tiny_model(tiny_model, tiny_sae, tin
     honest_questions = [r for r in result.responses if r.condition in ("honest", "ignorant")]
     assert honest_questions and all(r.honest_true_rank is not None and r.honest_true_rank >= 0
                                     for r in honest_questions)
+    # every false answer the intent step decides says what the intent features read on the calibration set
+    decided = [r for r in result.responses if r.judgement in (STATED_FALSE, OTHER_FALSE)
+               and r.verdict in ("intentional lie", "inconclusive")]
+    assert decided and all(r.intent_note and "calibration set" in r.intent_note for r in decided)
+    assert result.calibration["intent_reads"]["reads"] in ("behaviour", "instruction", "unclear", "too few")
     with pytest.raises(WorkbenchError, match="features"):
         incriminate(tiny_model, tiny_sae, train, heldout, [])
 
@@ -330,3 +335,28 @@ def test_the_incriminate_command_prints_balanced_accuracy_and_the_intent_score(m
     as_json = CliRunner().invoke(app, ["incriminate", "--json"])
     data = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert data["intent_score"]["recall_at_fpr"]["n"] == 546 and data["classes"][0]["balanced_accuracy"]["n"] == 1601
+
+
+def _lie_evidence(lied: list[float], resisted: list[float], honest: list[float]) -> list[ResponseEvidence]:
+    rows = [evidence("lie", STATED_FALSE, fact=f"l{i}", activation=a, honest_correct=1.0) for i, a in enumerate(lied)]
+    rows += [evidence("lie", TRUTH, fact=f"r{i}", activation=a) for i, a in enumerate(resisted)]
+    rows += [evidence("honest", TRUTH, fact=f"h{i}", activation=a) for i, a in enumerate(honest)]
+    return rows
+
+
+@pytest.mark.parametrize("lied, resisted, reads", [
+    ([9.0 + i / 10 for i in range(12)], [0.1 * i for i in range(12)], "behaviour"),  # the act of lying
+    ([9.0 + i / 10 for i in range(12)], [9.05 + i / 10 for i in range(12)], "instruction"),  # fires on resisted lies too
+    ([9.0, 9.5, 9.9], [9.2, 9.4], "too few"),
+])
+def test_the_protocol_says_whether_its_intent_features_read_the_act_or_the_instruction(lied, resisted, reads):
+    from workbench.incrimination import calibrate, intent_note, intent_reading
+
+    rows = _lie_evidence(lied, resisted, honest=[0.0] * 12)
+    reading = intent_reading(rows)
+    assert reading["reads"] == reads
+    assert (reading["n_lied"], reading["n_resisted"]) == (len(lied), len(resisted))
+    assert calibrate(rows)["intent_reads"] == reading
+    words = {"behaviour": "evidence of the act", "instruction": "read the lie instruction, not the act",
+             "too few": "too few lies or resisted lies"}[reads]
+    assert words in intent_note(reading)

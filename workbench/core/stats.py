@@ -363,3 +363,18 @@ def detection_metrics(
         resolved=resolved, n_positive=n_pos, n_negative=n_neg, n_control=n_control,
         note=unresolved_note(n_control, fpr, control_fpr),
     )
+
+
+def read_behaviour(auroc: Estimate, threshold: float, prompt_separates: bool, n_false: int, n_truth: int,
+                   min_n: int) -> Literal["behaviour", "instruction", "unclear", "too few"]:
+    """What the features read, from the AUROC of lies vs resisted lies (``lie+false`` vs ``lie+truth``):
+    ``behaviour`` if its interval is at or above ``threshold``; ``instruction`` if it is below while a
+    prompt contrast's interval is at or above it (``prompt_separates``); ``too few`` under ``min_n``
+    responses on a side; else ``unclear``."""
+    if min(n_false, n_truth) < min_n or math.isnan(auroc.low) or math.isnan(auroc.high):
+        return "too few"
+    if auroc.low >= threshold:
+        return "behaviour"
+    if auroc.high < threshold and prompt_separates:
+        return "instruction"
+    return "unclear"

@@ -22,7 +22,7 @@ from workbench.causal.measurements import mean_estimate
 from workbench.core.conditions import check_conditions
 from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.core.stats import MIN_BOOTSTRAP_N, Estimate, bootstrap_auroc, wilson_interval
+from workbench.core.stats import MIN_BOOTSTRAP_N, Estimate, bootstrap_auroc, read_behaviour, wilson_interval
 from workbench.hypotheses.records import (
     RECORD_VERSION,
     BehaviourCheck,
@@ -37,7 +37,7 @@ from workbench.hypotheses.records import (
     Setup,
 )
 from workbench.hypotheses.spec import CausalTest, ContrastPrediction, Hypothesis, to_experiment
-from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction, read_behaviour
+from workbench.hypotheses.verdicts import decide_verdict, judge_causal_test, judge_prediction
 from workbench.features.contrast import check_contrast_settings
 from workbench.features.probes import ProbeResult
 from workbench.model.identity import compare_identities

@@ -6,7 +6,7 @@ test that clears its threshold but not its random control is unclear too. A hypo
 ``supported`` only if every prediction holds, ``refuted`` if one is contradicted, else
 ``inconclusive``. The behaviour check reads *behaviour* when its lies-vs-resisted-lies interval is above
 the prompt contrasts' threshold, the *instruction* when it is below while a prompt contrast is above,
-and is *unclear* otherwise (``read_behaviour``).
+and is *unclear* otherwise (``core.stats.read_behaviour``, shared with the incrimination protocol).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 from workbench.causal.experiment import ExperimentResult
 from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
-from workbench.hypotheses.records import CausalDetails, Outcome, PredictionResult, Reading, Verdict
+from workbench.hypotheses.records import CausalDetails, Outcome, PredictionResult, Verdict
 from workbench.hypotheses.spec import CausalTest
 
 
@@ -32,21 +32,6 @@ def decide_verdict(predictions: list[PredictionResult]) -> tuple[Verdict, str]:
     if unclear:
         return "inconclusive", f"interval overlaps the threshold: {', '.join(unclear)}"
     return "supported", "every prediction holds with its interval clear of the threshold"
-
-
-def read_behaviour(auroc: Estimate, threshold: float, prompt_separates: bool, n_false: int, n_truth: int,
-                   min_n: int) -> Reading:
-    """What the features read, from the AUROC of lies vs resisted lies (``lie+false`` vs ``lie+truth``):
-    ``behaviour`` if its interval is at or above ``threshold``; ``instruction`` if it is below while a
-    prompt contrast's interval is at or above it (``prompt_separates``); ``too few`` under ``min_n``
-    responses on a side; else ``unclear``."""
-    if min(n_false, n_truth) < min_n or math.isnan(auroc.low) or math.isnan(auroc.high):
-        return "too few"
-    if auroc.low >= threshold:
-        return "behaviour"
-    if auroc.high < threshold and prompt_separates:
-        return "instruction"
-    return "unclear"
 
 
 def judge_prediction(measured: Estimate, comparison: str, threshold: float) -> Outcome:

@@ -307,16 +307,18 @@ def scenarios_build(
     seed: Annotated[int, typer.Option("--seed", help="Seed for splits, templates and false answers.")] = 0,
     knowledge: Annotated[bool, typer.Option("--knowledge-check/--no-knowledge-check", help="Ask the model each fact first; unknown facts become `ignorant` scenarios.")] = True,
     model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "none",
+    facts_file: Annotated[Path | None, typer.Option("--facts", help="Your own fact file (JSONL: fact_id, relation, subject, answer; any relation); default: the packaged facts.")] = None,
 ) -> None:
-    """Build the contrast set (honest / lie / parrot / ignorant) from the packaged facts.
+    """Build the contrast set (honest / lie / parrot / ignorant) from the packaged facts or your own.
 
     Example: python -m workbench scenarios build --out scenarios/default.jsonl --seed 0
+    Example: python -m workbench scenarios build --facts my_facts.jsonl --out mine.jsonl --no-knowledge-check
     """
     from workbench.scenarios import build_contrast_set, check_knowledge, load_facts, write_scenarios
 
     check_output_path(out, "scenario file")
+    facts = load_facts(facts_file) if facts_file is not None else load_facts()
     spec = model_spec(model, gguf_file, adapter, None, True) if knowledge else None
-    facts = load_facts()
     known = None
     if spec is not None:
         from workbench.model.generation import generate_answers

@@ -221,3 +221,29 @@ def test_every_edit_kind_describes_its_own_settings(settings, words):
 
     edit = EditSettings(**settings)
     assert EDIT_KINDS[edit.kind].describe_settings(edit) == words
+
+
+def test_an_experiment_on_the_lies_the_model_told_against_those_it_resisted(tiny_model, tiny_sae, tiny_scenarios,
+                                                                          tmp_path, monkeypatch):
+    """Targets narrowed by behaviour (lie+false) are the lie prompts whose response states a false answer; the
+    specificity control defaults to the same prompts the model resisted (lie+truth)."""
+    from tests.conftest import behaviour_split
+    from workbench.causal.experiment import EditSettings, Experiment, run_experiment
+    from workbench.scenarios import Split
+
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path))
+    lies, expected = behaviour_split([s for s in tiny_scenarios if s.condition.value == "lie"])
+    pool = [s.model_copy(update={"split": Split.heldout})
+            for s in lies + [s for s in tiny_scenarios if s.condition.value in ("honest", "parrot")]]
+    told = {s.id for s in lies[:10]}  # behaviour_split: the first 10 state a false answer, the next 8 the truth
+    resisted = {s.id for s in lies[10:18]}
+    experiment = Experiment(edit=EditSettings(kind="ablate"), features=(3, 7), condition="lie+false", n_scenarios=30,
+                            strengths=(1.0,), n_random=1, n_generations=0, neutral_kl=False, max_new_tokens=2)
+    result = run_experiment(tiny_model, tiny_sae, experiment, pool)
+    assert set(result.scenario_ids) == told and result.target.effects[0].n == expected["false"]
+    control = next(c for c in result.curves if c.condition == "lie+truth")
+    assert control.effects[0].n == expected["truth"] == len(resisted)
+    # narrowed conditions stay out of what builds an edit
+    with pytest.raises(WorkbenchError, match="narrowed by behaviour"):
+        run_experiment(tiny_model, tiny_sae, experiment.model_copy(update={
+            "edit": EditSettings(kind="patch", patch_from="lie+truth", positions="last_prompt_token"), "features": ()}), pool)

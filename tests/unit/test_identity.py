@@ -24,7 +24,8 @@ from workbench.report import build_report, to_markdown
 from workbench.report.document import Paragraph
 
 ROOT = Path(__file__).resolve().parents[2]
-OLD_RECORDS = [*sorted((ROOT / "hypotheses" / "runs").glob("*.json")),
+# The committed records as they were first written (before their rerun recorded v2 identities), frozen.
+OLD_RECORDS = [*sorted((ROOT / "tests" / "fixtures" / "records-v2").glob("*.json")),
                ROOT / "tests" / "fixtures" / "run-record-v1.json"]
 #: A time well before any test runs: files set to it are past the racy window, so their digests are cached.
 PAST_NS = 1_600_000_000 * 10**9

@@ -37,7 +37,7 @@ from workbench.causal.measurements import (
     neutral_kl,
     unpaired_difference,
 )
-from workbench.core.conditions import CONTROL_CONDITIONS, check_conditions
+from workbench.core.conditions import BEHAVIOURS, CONTROL_CONDITIONS, check_conditions, parse_condition
 from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
 from workbench.model.rendering import RenderedItem, render_conversation, render_text
@@ -399,6 +399,26 @@ class ExperimentContext:
         decoder_norm = self.sae.sae.W_dec.float().norm(dim=1).detach()
         return matched_random_features(features, self.density(), decoder_norm, n_sets=n_sets, seed=seed)
 
+    def select(self, condition: str, n: int) -> list[Any]:
+        """A seeded sample of ``n`` scenarios of a condition, or of one narrowed by what the model did
+        (``lie+false``: the lie prompts it lied on), judged from its greedy responses to every candidate
+        (generated once and cached with their capture)."""
+        base, behaviour = parse_condition(condition)
+        if behaviour is None:
+            return select_scenarios(self.pool, condition, n, self.seed)
+        from workbench.features.capture import inputs_from_scenarios, run_capture
+        from workbench.scenarios.judging import select_by_behaviour
+
+        candidates = select_scenarios(self.pool, base, len(self.pool), self.seed)
+        self.say(f"responses to {len(candidates)} {base} scenarios, to find {condition}", 0.0)
+        capture = run_capture(self.model, [self.sae], inputs_from_scenarios(candidates), generate_responses=True)
+        responses = {item.item_id: item.response for item in capture.items}
+        if self._judge is None:
+            self._judge = AnswerJudge.for_scenarios(self.pool)
+        chosen = select_by_behaviour(candidates, condition, responses, self._judge).scenarios
+        rng = random.Random(f"{self.seed}:{condition}")
+        return sorted(rng.sample(chosen, min(len(chosen), n)), key=lambda s: s.id)
+
     def judge(self, answer: str, scenario: Any) -> str:
         """What a greedy answer says (``scenarios.judging``): truth, the stated false answer, another
         false answer of the right type, or no answer."""
@@ -467,6 +487,17 @@ def _check_layer_target(experiment: Experiment) -> None:
                              "probe direction or patch at another layer")
 
 
+def default_other_conditions(condition: str) -> list[str]:
+    """The specificity control's conditions by default: the other conditions among lie, parrot and honest;
+    for a condition narrowed by behaviour, the same prompts with the other behaviour first (``lie+truth``
+    for ``lie+false``: the same edit on the lies the model resisted)."""
+    base, behaviour = parse_condition(condition)
+    if behaviour is None:
+        return [c for c in CONTROL_CONDITIONS if c != condition]
+    flipped = [f"{base}+{b}" for b in BEHAVIOURS if b != behaviour]
+    return flipped + [c for c in CONTROL_CONDITIONS if c != base]
+
+
 def needed_conditions(experiment: Experiment) -> set[str]:
     """The conditions whose scenarios the experiment reads: its targets', a patch's source, a mean
     ablation's reference, a probe direction's two sides (not the optional specificity control's)."""
@@ -498,7 +529,11 @@ def check_settings(experiment: Experiment) -> None:
     for feature in experiment.features:
         check_feature(feature, None)
     _check_layer_target(experiment)
-    check_conditions(needed_conditions(experiment) | set(experiment.other_conditions or ()), needed_by="the experiment")
+    # The targets and the specificity control may be narrowed by what the model did (lie+false); what the
+    # edit is built from (a patch's source, a mean's reference, a probe's sides) may not.
+    check_conditions({experiment.condition} | set(experiment.other_conditions or ()), needed_by="the experiment",
+                     behaviour=True)
+    check_conditions(needed_conditions(experiment) - {experiment.condition}, needed_by="the edit")
 
 
 #: Strengths beyond these are far outside what was measured (``far_strengths``).
@@ -546,9 +581,11 @@ def check_experiment(experiment: Experiment, model: Any, sae: Any, pool: Sequenc
         sae.check_feature(feature)
     if model is not None:
         experiment_site(experiment, model, sae)
-    check_conditions(needed_conditions(experiment), {_condition(s) for s in pool}, needed_by="the experiment")
-    if not select_scenarios(pool, experiment.condition, experiment.n_scenarios, experiment.seed):
-        raise WorkbenchError(f"the scenario set has no {experiment.condition} scenarios about facts the model knows")
+    check_conditions(needed_conditions(experiment), {_condition(s) for s in pool}, needed_by="the experiment",
+                     behaviour=True)
+    base = parse_condition(experiment.condition)[0]
+    if not select_scenarios(pool, base, experiment.n_scenarios, experiment.seed):
+        raise WorkbenchError(f"the scenario set has no {base} scenarios about facts the model knows")
 
 
 def probe_direction(ctx: ExperimentContext, probe: ProbeDirection, train: Sequence[Any]) -> torch.Tensor:
@@ -604,7 +641,10 @@ def run_experiment(model: Any, sae: Any, experiment: Experiment, pool: Sequence[
     ctx = ExperimentContext(model, sae, pool, site=site, seed=experiment.seed, progress=progress)
     kind = edit_kind(experiment.edit.kind)
     settings, seed = experiment.edit, experiment.seed
-    targets = select_scenarios(pool, experiment.condition, experiment.n_scenarios, seed)
+    targets = ctx.select(experiment.condition, experiment.n_scenarios)
+    if not targets:
+        raise WorkbenchError(f"no {experiment.condition} scenarios: the model's responses to the "
+                             f"{parse_condition(experiment.condition)[0]} scenarios never show that behaviour")
     ctx.targets = targets
     clusters = [s.fact_id for s in targets]
     notes: list[str] = []
@@ -615,11 +655,11 @@ def run_experiment(model: Any, sae: Any, experiment: Experiment, pool: Sequence[
         notes.append(f"the {dropped.replace('_', ' ')} control does not apply to {kind.name}; skipped")
     others: list[str] = []
     if "other_conditions" in controls:
-        wanted = list(experiment.other_conditions or [c for c in CONTROL_CONDITIONS if c != experiment.condition])
+        wanted = list(experiment.other_conditions or default_other_conditions(experiment.condition))
         present = {_condition(s) for s in pool}
-        others = [c for c in wanted if c != experiment.condition and c in present]
+        others = [c for c in wanted if c != experiment.condition and parse_condition(c)[0] in present]
         for c in wanted:
-            if c not in present:
+            if parse_condition(c)[0] not in present:
                 notes.append(f"same edit on {c}: the scenario set has no {c} scenarios; skipped")
     steps = 2 + ("random" in controls) * max(experiment.n_random, 1) + ("sign_flip" in controls) + len(others) \
         + (experiment.n_generations > 0) + experiment.neutral_kl
@@ -693,7 +733,7 @@ def run_experiment(model: Any, sae: Any, experiment: Experiment, pool: Sequence[
                              base, clusters, seed, paired_minus(effects)))
     for other in others:
         step(f"same edit on {other}")
-        chosen = select_scenarios(pool, other, experiment.n_scenarios, seed)
+        chosen = ctx.select(other, experiment.n_scenarios)
         try:
             other_edit = kind.prepare(settings, target, chosen, ctx)
         except WorkbenchError as error:

@@ -155,6 +155,14 @@ def fpr_threshold(control: torch.Tensor, fpr: float = DEFAULT_FPR) -> torch.Tens
     return torch.quantile(control.double(), 1.0 - fpr, dim=0)
 
 
+def above(scores: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+    """Scores strictly above a threshold, a rounding error aside: a quantile interpolated between control
+    scores (``-2 + 0.8 * 5 = 1.9999999999999991``) must not call a score equal to it (2.0) above it, so
+    that shifting every score by a constant changes no call."""
+    threshold = torch.as_tensor(threshold, dtype=torch.double)
+    return scores > threshold + 1e-9 * (1.0 + threshold.abs())
+
+
 def resolves_fpr(n_control: int, fpr: float) -> bool:
     """Whether ``n_control`` control scores can resolve a false-positive rate of ``fpr``: one control above
     the threshold is already ``1/n``, so fewer than ``1/fpr`` scores cannot show a rate of ``fpr``."""
@@ -193,14 +201,15 @@ def bootstrap_recall_at_fpr(
     threshold = fpr_threshold(control, fpr)  # [k]
     low, high = _bootstrap_interval(
         (positive.shape[0], control.shape[0]),
-        lambda pos, ctl: (positive[pos] > fpr_threshold(control[ctl], fpr)).double().mean(0), n_boot=n_boot, seed=seed)
-    return (positive > threshold).double().mean(0), low, high, threshold
+        lambda pos, ctl: above(positive[pos], fpr_threshold(control[ctl], fpr)).double().mean(0), n_boot=n_boot,
+        seed=seed)
+    return above(positive, threshold).double().mean(0), low, high, threshold
 
 
 def balanced_accuracy(positive: torch.Tensor, negative: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
     """Mean of the true-positive rate (positives strictly above ``threshold``) and the true-negative rate
     (negatives at or below it); per column for ``[n, k]`` scores and a ``[k]`` threshold."""
-    return ((positive > threshold).double().mean(0) + (negative <= threshold).double().mean(0)) / 2
+    return (above(positive, threshold).double().mean(0) + (~above(negative, threshold)).double().mean(0)) / 2
 
 
 def balanced_threshold(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -314,7 +323,7 @@ def detection_metrics(
     n_pos, n_neg, n_control = len(positive), len(negative), len(control)
     cut = fpr_threshold(control, fpr)
     decision = float(cut) if threshold is None else float(threshold)
-    recall = float((positive > cut).double().mean())
+    recall = float(above(positive, cut).double().mean())
     if groups is None:
         method = "bootstrap"
         auc, auc_low, auc_high = bootstrap_auroc(positive, negative, n_boot=n_boot, seed=seed)
@@ -342,10 +351,10 @@ def detection_metrics(
             pos, neg, boot_cut = positive[pos_idx], negative[neg_idx], fpr_threshold(control[control_idx], fpr)
             samples.append([float(auroc(pos, neg)),
                             float(balanced_accuracy(pos, neg, boot_cut if threshold is None else threshold)),
-                            float((pos > boot_cut).double().mean())])
+                            float(above(pos, boot_cut).double().mean())])
         boot = torch.tensor(samples, dtype=torch.double)  # [n_boot, 3]
         (auc_low, auc_high), (ba_low, ba_high), (recall_low, recall_high) = (_percentiles(boot[:, j]) for j in range(3))
-    control_fpr = float((control > cut).double().mean())
+    control_fpr = float(above(control, cut).double().mean())
     resolved = resolves_fpr(n_control, fpr)
     marked = method if resolved else f"{method}; unresolved: {n_control} control scores < 1/FPR = {1 / fpr:g}"
 

@@ -23,7 +23,7 @@ from workbench.causal.experiment import (
     select_scenarios,
 )
 from workbench.causal.measurements import GENERATION_METRICS, LOGIT_METRICS
-from workbench.core.conditions import CONDITIONS
+from workbench.core.conditions import CONDITIONS, condition_choices, condition_label
 from workbench.core.errors import WorkbenchError
 from workbench.core.positions import POSITIONS
 from workbench.core.stats import MIN_BOOTSTRAP_N
@@ -140,15 +140,20 @@ if "scale" in kind.settings:
                              help=" · ".join(f"{u}: {UNITS[u]}" for u in units))
 if "patch_from" in kind.settings:
     edit["patch_from"] = pick("Patch from", conditions, "honest", c2)
-condition = pick("Apply to condition", conditions, "lie", c3)
+# Targets and the specificity control may be narrowed by what the model did (lie+false: the lies it told).
+targets_offered = condition_choices(conditions)
+condition = pick("Apply to condition", targets_offered, "lie", c3, format_func=condition_label,
+                 help="A condition narrowed by behaviour (lie+false, lie+truth, ...) takes the scenarios whose greedy "
+                      "response shows it: the model's responses are generated once and cached.")
 n_scenarios = int_field(c3, f"Scenarios (1 to {MAX_SCENARIOS})", 1, MAX_SCENARIOS, key="lab_scenarios", default=8,
                         help="A seeded sample of the condition's scenarios about facts the model knows, from the "
                              f"held-out split where the file has one. Each costs one forward pass per strength "
                              f"and control. Fewer than {MIN_BOOTSTRAP_N} give no interval.")
 if n_scenarios is None:
     problems.append("scenarios")
-others = ["none"] + [c for c in conditions if c != condition]
-other = pick("Same edit on (control)", others, "honest" if "honest" in others else others[min(1, len(others) - 1)], c3)
+others = ["none"] + [c for c in targets_offered if c != condition]
+other = pick("Same edit on (control)", others, "honest" if "honest" in others else others[min(1, len(others) - 1)], c3,
+             format_func=lambda c: c if c == "none" else condition_label(c))
 n_random = int_field(c3, ("Random directions (control)" if use_probe else "Random matched feature sets (control)")
                      + " (0 to 5)", 0, 5, key="lab_random", default=2, help=CONTROLS["random"])
 if n_random is None:

@@ -173,6 +173,32 @@ def test_causal_lab_bad_input_is_an_error_next_to_the_field(tiny_setup, field, t
     assert app.button[0].disabled  # nothing runs on bad input
 
 
+def test_causal_lab_runs_on_the_lies_the_model_told(tiny_setup, tmp_path):
+    """The lab offers conditions narrowed by behaviour; on scenarios whose responses are set (10 lies told,
+    8 resisted), ablating on lie+false runs on the 10 and controls with the same edit on the 8."""
+    from tests.conftest import behaviour_split
+    from workbench.scenarios import Split, read_scenarios, write_scenarios
+
+    scenarios = read_scenarios(tiny_setup["scenarios_path"])
+    lies, expected = behaviour_split([s for s in scenarios if s.condition.value == "lie"])
+    pool = [s.model_copy(update={"split": Split.heldout})
+            for s in lies + [s for s in scenarios if s.condition.value in ("honest", "parrot")]]
+    path = tmp_path / "told.jsonl"
+    write_scenarios(path, pool)
+    app = run_page("pages/4_Causal_lab.py", tiny_setup | {"feature": 5, "scenarios_path": str(path)})
+    target = widget(app.selectbox, "Apply to condition")
+    assert {"lie+false", "lie+truth"} <= {option.split(":")[0] for option in target.options}
+    target.set_value("lie+false").run()
+    widget(app.selectbox, "Same edit on").set_value("lie+truth").run()
+    widget(app.text_input, "Scenarios").set_value("20")
+    widget(app.text_input, "Random matched").set_value("1")
+    app.button[0].click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    numbers = app.dataframe[0].value
+    by_condition = dict(zip(numbers["condition"], numbers["n"]))
+    assert by_condition["lie+false"] == expected["false"] and by_condition["lie+truth"] == expected["truth"]
+
+
 def write_tiny_hypothesis(folder: Path, scenario_file: Path, name: str = "tiny-claim") -> Path:
     from workbench.hypotheses import parse_hypothesis, write_hypothesis
 

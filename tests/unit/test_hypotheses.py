@@ -332,7 +332,7 @@ def test_every_run_checks_intent_against_instruction(behaviour_run, tmp_path):
     assert predicted.measured.value == pytest.approx(check.auroc.value)
     # The report says what the check found, beside the verdict and in the evidence.
     text = to_markdown(build_report(record))
-    assert "Intent or instruction?" in text and check.summary.split(":")[0] in text
+    assert "Act or instruction?" in text and check.summary.split(":")[0] in text and check.condition == "lie"
     path = tmp_path / "record.json"
     write_record(path, record)
     assert read_record(path).behaviour_check == check
@@ -360,3 +360,23 @@ def test_the_probe_baseline_reports_recall_at_1pct_fpr_on_every_held_out_honest_
         assert probe.detection.control == "held-out honest answers" and probe.detection.n_control == honest
         assert probe.detection.resolved == (honest >= 100)
     assert "recall at 1% FPR" in to_markdown(build_report(record))
+
+
+def test_a_copying_hypothesis_is_checked_on_parrot_prompts(tiny_scenarios, tiny_model, tiny_sae, tmp_path, monkeypatch):
+    """The check runs on the condition the hypothesis is about (its first contrast's higher side): for copying
+    features, parrot prompts the model repeated the falsehood on vs those it resisted."""
+    from workbench.scenarios import Split, write_scenarios
+
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    parrots = [s for s in tiny_scenarios if s.condition.value == "parrot"][:16]
+    planted = [s.model_copy(update={"response": f" {s.false_answer if i < 9 else s.true_answer}.",
+                                    "split": Split.heldout}) for i, s in enumerate(parrots)]
+    others = [s.model_copy(update={"split": Split.heldout}) for s in tiny_scenarios if s.condition.value == "lie"]
+    path = tmp_path / "scenarios.jsonl"
+    write_scenarios(path, planted + others)
+    hypothesis = parse_hypothesis(base_hypothesis(path, tests=[], probe_baseline=False, contrasts=[
+        {"name": "parrot-vs-lie", "a": "parrot", "b": "lie", "threshold": 0.7}]))
+    check = run_hypothesis(hypothesis, loaded=(tiny_model, tiny_sae)).behaviour_check
+    assert check.condition == "parrot" and (check.n_false, check.n_truth) == (9, 7)
+    assert [name for name, _ in check.prompt_aurocs] == ["parrot-vs-lie"]
+    assert "lie instruction" not in check.summary

@@ -250,10 +250,13 @@ Reading = Literal["behaviour", "instruction", "unclear", "too few"]
 
 
 class BehaviourCheck(_Part):
-    """Intent or instruction? The hypothesis' features on lie prompts the model lied on (``lie+false``)
-    against lie prompts it resisted (``lie+truth``): the prompt is the same kind, only the behaviour
-    differs. Run for every hypothesis about features whose held-out set has lie scenarios."""
+    """Act or instruction? The hypothesis' features on prompts where the model followed the instruction
+    (``lie+false``: it lied) against prompts of the same kind where it resisted (``lie+truth``): only the
+    behaviour differs. Run for every hypothesis about features, on the condition it is about."""
 
+    condition: str = "lie"
+    """The instructed condition checked: ``lie`` (lied vs resisted) or ``parrot`` (repeated the falsehood vs
+    resisted), the higher side of the hypothesis' first prompt contrast."""
     position: str
     """The position rule the features are read at (the prompt contrasts' own)."""
     threshold: float
@@ -261,11 +264,11 @@ class BehaviourCheck(_Part):
     auroc: Estimate
     """AUROC of the features' summed activation, ``lie+false`` vs ``lie+truth``, bootstrap 95% interval."""
     n_false: int
-    """Lie prompts whose response states a false answer (the model lied)."""
+    """Prompts whose response states a false answer (the model followed the instruction)."""
     n_truth: int
-    """Lie prompts whose response states the true answer (the model resisted)."""
+    """Prompts whose response states the true answer (the model resisted)."""
     no_answer: int
-    """Lie prompts whose response states neither (on no side; counted, not dropped)."""
+    """Prompts whose response states neither (on no side; counted, not dropped)."""
     mean_false: float
     """Mean summed activation on ``lie+false``."""
     mean_truth: float

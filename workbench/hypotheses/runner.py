@@ -196,45 +196,56 @@ def _auroc(score_a: torch.Tensor, score_b: torch.Tensor, seed: int) -> Estimate:
 MIN_BEHAVIOUR_N = MIN_BOOTSTRAP_N
 
 
-def _behaviour_check(ctx: _Context, prompt_predictions: Sequence[PredictionResult]) -> BehaviourCheck | None:
-    """Intent or instruction: the features on lie prompts the model lied on vs those it resisted.
+#: Conditions whose prompts carry an instruction the model can follow or resist (narrowed by behaviour).
+INSTRUCTED = ("lie", "parrot")
+#: What following and resisting each instruction is called in the behaviour check's summary.
+_ACTS = {"lie": ("lied", "resisted", "lies", "the lie instruction"),
+         "parrot": ("repeated the falsehood", "resisted it", "repetitions", "the instruction to repeat")}
 
-    Held to the threshold of the hypothesis' own prompt contrasts on ``lie`` (0.8 without one):
-    the features read the *behaviour* if the ``lie+false`` vs ``lie+truth`` interval is above it, the
-    *instruction* if it is below it while a prompt contrast's interval is above it, else it is unclear.
+
+def _behaviour_check(ctx: _Context, prompt_predictions: Sequence[PredictionResult]) -> BehaviourCheck | None:
+    """Act or instruction: the features on prompts of the condition they are claimed to read (the first
+    prompt contrast's higher side: ``lie`` for an intent hypothesis, ``parrot`` for a copying one) where the
+    model followed the instruction (``lie+false``) against those where it resisted (``lie+truth``).
+
+    Held to the threshold of the hypothesis' own prompt contrasts on that condition (0.8 without one):
+    the features read the *behaviour* if the interval is above it, the *instruction* if it is below it
+    while a prompt contrast's interval is above it, else it is unclear.
     """
-    if not ctx.h.features or not any(s.condition.value == "lie" for s in ctx.heldout):
+    plain = [c for c in ctx.h.contrasts if "+" not in c.a and "+" not in c.b]
+    base = next((c.a for c in plain if c.a in INSTRUCTED), "lie")
+    if not ctx.h.features or not any(s.condition.value == base for s in ctx.heldout):
         return None
-    on_lie = [(c, p) for c, p in zip(ctx.h.contrasts, prompt_predictions) if "lie" in (c.a, c.b)]
-    position = on_lie[0][0].position if on_lie else "last_prompt_token"
-    threshold = min((c.threshold for c, _ in on_lie), default=0.8)
-    (lied, selection), (resisted, _) = ctx.of_condition("lie+false"), ctx.of_condition("lie+truth")
-    score_false = _feature_matrix(ctx, lied, position).sum(1)
+    on_base = [(c, p) for c, p in zip(ctx.h.contrasts, prompt_predictions) if c in plain and base in (c.a, c.b)]
+    position = on_base[0][0].position if on_base else "last_prompt_token"
+    threshold = min((c.threshold for c, _ in on_base), default=0.8)
+    (followed, selection), (resisted, _) = ctx.of_condition(f"{base}+false"), ctx.of_condition(f"{base}+truth")
+    score_false = _feature_matrix(ctx, followed, position).sum(1)
     score_truth = _feature_matrix(ctx, resisted, position).sum(1)
     auroc = _auroc(score_false, score_truth, ctx.h.seed)
-    prompt_aurocs = [(p.name, p.measured.value) for _, p in on_lie]
-    prompt_separates = any(p.measured.low >= threshold for _, p in on_lie)
-    n_false, n_truth = len(lied), len(resisted)
+    prompt_aurocs = [(p.name, p.measured.value) for _, p in on_base]
+    prompt_separates = any(p.measured.low >= threshold for _, p in on_base)
+    n_false, n_truth = len(followed), len(resisted)
+    did, resisted_word, acts, instruction = _ACTS[base]
+    pair = f"{base}+false vs {base}+truth"
     reading = read_behaviour(auroc, threshold, prompt_separates, n_false, n_truth, MIN_BEHAVIOUR_N)
+    numbers = (f"AUROC {pair} {auroc.value:.3f} [{auroc.low:.3f}, {auroc.high:.3f}] (n={n_false} vs {n_truth})")
     if reading == "too few":
-        summary = (f"Too few responses to tell intent from instruction: the model lied on {n_false} and resisted "
-                   f"on {n_truth} lie prompts (at least {MIN_BEHAVIOUR_N} each needed).")
+        summary = (f"Too few responses to tell the act from the instruction: the model {did} on {n_false} and "
+                   f"{resisted_word} on {n_truth} {base} prompts (at least {MIN_BEHAVIOUR_N} each needed).")
     elif reading == "behaviour":
-        summary = (f"The features separate lying from resisting under the same kind of prompt: AUROC lie+false vs "
-                   f"lie+truth {auroc.value:.3f} [{auroc.low:.3f}, {auroc.high:.3f}] (n={n_false} vs {n_truth}), "
+        summary = (f"The features separate the act from its refusal under the same kind of prompt: {numbers}, "
                    f"above {threshold:g}.")
     elif reading == "instruction":
-        summary = (f"The features read the lie instruction, not the act: they separate lie prompts from others "
-                   f"(AUROC {', '.join(f'{v:.3f}' for _, v in prompt_aurocs)}) but not lies from resisted lies "
-                   f"under the same prompts: AUROC lie+false vs lie+truth {auroc.value:.3f} [{auroc.low:.3f}, "
-                   f"{auroc.high:.3f}] (n={n_false} vs {n_truth}), below {threshold:g}; they fire on "
-                   f"{float((score_truth > 0).float().mean()):.0%} of the responses where the model told the truth.")
+        summary = (f"The features read {instruction}, not the act: they separate {base} prompts from others "
+                   f"(AUROC {', '.join(f'{v:.3f}' for _, v in prompt_aurocs)}) but not the {acts} the model made from "
+                   f"those it {resisted_word.split()[0]} under the same prompts: {numbers}, below {threshold:g}; they "
+                   f"fire on {float((score_truth > 0).float().mean()):.0%} of the responses where it {resisted_word}.")
     else:
-        summary = (f"Unclear whether the features read the act of lying or the instruction: AUROC lie+false vs "
-                   f"lie+truth {auroc.value:.3f} [{auroc.low:.3f}, {auroc.high:.3f}] (n={n_false} vs {n_truth}) "
-                   f"against a threshold of {threshold:g}.")
+        summary = (f"Unclear whether the features read the act or {instruction}: {numbers} against a threshold of "
+                   f"{threshold:g}.")
     return BehaviourCheck(
-        position=position, threshold=threshold, auroc=auroc, n_false=n_false, n_truth=n_truth,
+        condition=base, position=position, threshold=threshold, auroc=auroc, n_false=n_false, n_truth=n_truth,
         no_answer=selection.no_answer + selection.no_response,
         mean_false=float(score_false.mean()) if n_false else float("nan"),
         mean_truth=float(score_truth.mean()) if n_truth else float("nan"),

@@ -336,7 +336,7 @@ def limitations(record: RunRecord) -> list[str]:
                      f"{', ...' if len(disagree) > 5 else ''}).")
     check = record.behaviour_check
     if check is not None and check.reading in ("instruction", "unclear", "too few"):
-        found.append(f"Intent or instruction ({check.reading}): {check.summary}")
+        found.append(f"Act or instruction ({check.reading}): {check.summary}")
     if record.environment.git_dirty is True:
         found.append("The working tree had uncommitted changes when this ran: the recorded commit alone does "
                      "not reproduce it.")
@@ -391,35 +391,37 @@ def _claim(record: RunRecord) -> tuple[Block, ...]:
         blocks.append(Paragraph("The hypothesis makes no predictions.", tone="muted"))
     check = record.behaviour_check
     if check is not None:
-        blocks.append(KeyValues(rows=(("Intent or instruction?", Chip(check.reading, READING_COLOURS[check.reading])),
+        blocks.append(KeyValues(rows=(("Act or instruction?", Chip(check.reading, READING_COLOURS[check.reading])),
                                       ("What the behaviour check found", check.summary))))
     return tuple(blocks)
 
 
 def _behaviour_blocks(record: RunRecord) -> list[Block]:
-    """Intent or instruction: the features on lies vs resisted lies, beside the prompt contrasts."""
-    blocks: list[Block] = [Heading("Intent or instruction? Lies vs resisted lies")]
+    """Act or instruction: the features where the model followed the instruction vs where it resisted,
+    beside the prompt contrasts."""
     check = record.behaviour_check
+    base = check.condition if check is not None else "lie"
+    blocks: list[Block] = [Heading(f"Act or instruction? {base}+false vs {base}+truth")]
     if check is None:
         blocks.append(Paragraph("This record has no behaviour check (it was recorded before the check existed, or "
                                 "its held-out set has no lie scenarios). A feature that separates lie prompts from "
                                 "others may read the instruction to lie rather than the act: rerun to compare lie "
                                 "prompts the model lied on with those it resisted.", tone="muted"))
         return blocks
-    blocks.append(Paragraph("The same kind of prompt (a lie motive or trigger), split by what the model did, judged "
-                            "from its response: lie+false (it lied) vs lie+truth (it resisted and told the truth). "
-                            "Features that carry the intent to lie separate these; features that read the "
-                            "instruction do not.", tone="muted"))
+    blocks.append(Paragraph(f"The same kind of prompt ({base}), split by what the model did, judged from its "
+                            f"response: {base}+false (it followed the instruction and said something false) vs "
+                            f"{base}+truth (it resisted and told the truth). Features that carry the act separate "
+                            "these; features that read the instruction do not.", tone="muted"))
     blocks.append(Paragraph(check.summary))
     blocks.append(Table(
         columns=("side", "responses", "mean summed activation", "fires on"),
-        rows=(("lie+false (lied)", str(check.n_false), number(check.mean_false), ""),
-              ("lie+truth (resisted)", str(check.n_truth), number(check.mean_truth),
+        rows=((f"{base}+false (followed)", str(check.n_false), number(check.mean_false), ""),
+              (f"{base}+truth (resisted)", str(check.n_truth), number(check.mean_truth),
                f"{check.active_truth:.0%}" if _finite(check.active_truth) else ""),
               ("neither answer (on no side)", str(check.no_answer), "", "")),
         numeric=(False, True, True, True)))
     rows = [(name, number(value)) for name, value in check.prompt_aurocs]
-    rows.append((f"lie+false vs lie+truth at {check.position}", estimate_text(check.auroc)))
+    rows.append((f"{base}+false vs {base}+truth at {check.position}", estimate_text(check.auroc)))
     blocks.append(Table(columns=("contrast", "AUROC"), rows=tuple(rows), numeric=(False, True)))
     return blocks
 

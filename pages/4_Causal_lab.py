@@ -245,10 +245,13 @@ if result is not None:
                    + " · ".join("{" + ", ".join(map(str, r)) + "}" for r in result.random_feature_sets))
     st.markdown("**Numbers** (change = edited minus unedited on the same scenario; bootstrap 95% CI over facts)")
     # Widths that keep every column on the page at 1400 px (the edit's label wraps in the tooltip).
+    measured = result.experiment.metric
     st.dataframe(result.rows(), hide_index=True, column_config={
-        "edit": st.column_config.TextColumn(width=300), "condition": st.column_config.TextColumn(width=80),
-        "strength": st.column_config.NumberColumn(width=70), "n": st.column_config.NumberColumn(width=45),
-        "95% CI": st.column_config.TextColumn(width=150), "target minus this": st.column_config.TextColumn(width=220)})
+        "edit": st.column_config.TextColumn(width=190), "condition": st.column_config.TextColumn(width=75),
+        "strength": st.column_config.NumberColumn(width=65), f"{measured} change": st.column_config.NumberColumn(width=95),
+        "95% CI": st.column_config.TextColumn(width=150), "n": st.column_config.NumberColumn(width=40),
+        f"unedited {measured}": st.column_config.NumberColumn(width=95),
+        "target minus this": st.column_config.TextColumn(width=200)})
     if result.generations:
         st.markdown(f"**Greedy answers, unedited and at strength {result.generations[0].strength:g}** "
                     f"(first {len(result.generations)} {result.experiment.condition} scenarios)")

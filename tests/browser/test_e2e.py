@@ -131,7 +131,8 @@ def _start_lab_sweep(page, app_url: str) -> None:
     page.goto(f"{app_url}/Causal_lab")
     page.get_by_role("button", name="Run sweep").wait_for(timeout=300_000)
     wait_idle(page)
-    for label, value in (("Features", str(FEATURE)), ("Scenarios", "5"), ("Random matched feature sets", "1")):
+    # 10 scenarios: a sweep long enough (tens of seconds here) that the other session starts while it runs
+    for label, value in (("Features", str(FEATURE)), ("Scenarios", "10"), ("Random matched feature sets", "1")):
         box = page.get_by_role("textbox", name=label)
         box.fill(value)
         box.press("Enter")
@@ -185,7 +186,7 @@ def test_two_browser_sessions_at_once_get_what_they_get_alone(app_url, browser):
     assert lab.get_by_text(f"Result: ablate feature {FEATURE}").count() == 0
     explorer_together, lab_together = _explorer_numbers(explorer), _lab_numbers(lab)
 
-    assert any("n=5 scenarios" in text for text in lab_alone), lab_alone
+    assert any("n=10 scenarios" in text for text in lab_alone), lab_alone
     assert explorer_alone and any(char.isdigit() for char in explorer_alone[0])
     assert lab_together == lab_alone
     assert explorer_together == explorer_alone

@@ -746,6 +746,7 @@ def incriminate_command(
     from workbench.core.io import write_text_atomically
     from workbench.hypotheses.runner import load_for
     from workbench.hypotheses.spec import read_hypothesis
+    from workbench.causal.experiment import parse_features
     from workbench.incrimination import check_protocol, file_sets, incriminate, protocol_sets
     from workbench.scenarios import parse_split
 
@@ -761,11 +762,11 @@ def incriminate_command(
                               "adapter": adapter if adapter is not None else "none"}
     if any(v is not None for v in (sae, sae_path, sae_release, sae_id)):
         overrides["sae"] = {"registry": sae, "path": sae_path, "release": sae_release, "id": sae_id}
-    if features is not None:
-        chosen = [part.strip() for part in features.split(",") if part.strip()]
-        if not chosen or not all(part.isdigit() for part in chosen):
-            raise WorkbenchError(f"--features takes feature indices separated by commas (e.g. 38,877), not {features!r}")
-        overrides["features"] = [int(part) for part in chosen]
+    if features is not None:  # the range is checked against the SAE's config with the rest of the protocol
+        try:
+            overrides["features"] = list(parse_features(features, None))
+        except WorkbenchError as error:
+            raise WorkbenchError(f"--features: {error}") from None
     if overrides:
         parsed = parsed.model_copy(update={k: v if k == "features" else type(getattr(parsed, k)).model_validate(v)
                                            for k, v in overrides.items()})

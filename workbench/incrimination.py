@@ -46,7 +46,7 @@ from workbench.core.constants import DEFAULT_SCENARIOS, cache_dir, repo_relative
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import write_text_atomically
 from workbench.core.stats import (
-    DEFAULT_FPR, MIN_BOOTSTRAP_N, DetectionMetrics, Estimate, bootstrap_auroc, detection_metrics, read_behaviour,
+    DEFAULT_FPR, MIN_BOOTSTRAP_N, DetectionMetrics, Estimate, auroc_estimate, detection_metrics, read_behaviour,
 )
 from workbench.model.rendering import pad_batch
 from workbench.scenarios import (
@@ -458,30 +458,19 @@ def intent_reading(evidence: Sequence[ResponseEvidence], *, seed: int = 0) -> di
     def scores(rows: Sequence[ResponseEvidence]) -> torch.Tensor:
         return torch.tensor([e.feature_activation for e in rows], dtype=torch.float32)
 
-    def estimate(a: torch.Tensor, b: torch.Tensor) -> Estimate:
-        if len(a) == 0 or len(b) == 0:
-            nan = float("nan")
-            return Estimate(value=nan, low=nan, high=nan, n=len(a) + len(b), method="not measured: a side is empty")
-        point, low, high = bootstrap_auroc(a, b, n_boot=1000, seed=seed)
-        return Estimate(value=float(point), low=float(low), high=float(high), n=len(a) + len(b), method="bootstrap")
-
     lies = [e for e in evidence if e.condition == "lie"]
     lied = scores([e for e in lies if e.judgement in (STATED_FALSE, OTHER_FALSE)])
     resisted = scores([e for e in lies if e.judgement == TRUTH])
-    behaviour = estimate(lied, resisted)
-    prompt = estimate(scores(lies), scores([e for e in evidence if e.condition == "honest"]))
+    behaviour = auroc_estimate(lied, resisted, seed=seed)
+    prompt = auroc_estimate(scores(lies), scores([e for e in evidence if e.condition == "honest"]), seed=seed)
     threshold = INTENT_BEHAVIOUR_THRESHOLD
-    reads = read_behaviour(behaviour, threshold, _finite(prompt.low) and prompt.low >= threshold, len(lied),
+    reads = read_behaviour(behaviour, threshold, math.isfinite(prompt.low) and prompt.low >= threshold, len(lied),
                            len(resisted), MIN_BOOTSTRAP_N)
     def plain(e: Estimate) -> dict[str, Any]:  # NaN (not measured) as None, as the JSON cache reads it back
         return {k: (None if isinstance(v, float) and v != v else v) for k, v in e.model_dump().items()}
 
     return {"reads": reads, "threshold": threshold, "lied_vs_resisted": plain(behaviour),
             "lie_vs_honest": plain(prompt), "n_lied": len(lied), "n_resisted": len(resisted)}
-
-
-def _finite(x: float) -> bool:
-    return x == x and x not in (float("inf"), float("-inf"))
 
 
 def intent_note(reading: dict[str, Any] | None) -> str | None:

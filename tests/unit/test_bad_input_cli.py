@@ -224,7 +224,7 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("incriminate: calibration file alone", ["incriminate", "--calibration-scenarios", "{scenarios}"],
      "--calibration-scenarios calibrates for --scenarios FILE: give the file to judge too"),
     ("incriminate: features not numbers", ["incriminate", "--features", "38,abc"],
-     "--features takes feature indices separated by commas (e.g. 38,877), not '38,abc'"),
+     "--features: 'abc' is not a feature index: give whole numbers separated by commas"),
     # ---------------------------------------------------------------- scenarios
     ("scenarios build: out is a folder", ["scenarios", "build", "--out", "{folder}"],
      "is a folder, so it cannot be written as the scenario file"),

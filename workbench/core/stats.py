@@ -105,6 +105,16 @@ def bootstrap_auroc(
     return auroc(positive, negative), low, high
 
 
+def auroc_estimate(positive: torch.Tensor, negative: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """AUROC of two 1-D samples with its bootstrap 95% interval; not measured (NaN) when a side is empty."""
+    n = len(positive) + len(negative)
+    if len(positive) == 0 or len(negative) == 0:
+        nan = float("nan")
+        return Estimate(value=nan, low=nan, high=nan, n=n, method="not measured: a side is empty")
+    point, low, high = bootstrap_auroc(positive, negative, n_boot=n_boot, seed=seed)
+    return Estimate(value=float(point), low=float(low), high=float(high), n=n, method="bootstrap")
+
+
 def bootstrap_mean(values: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> Estimate:
     """Mean of a 1-D sample with a percentile bootstrap 95% interval."""
     n = int(values.numel())

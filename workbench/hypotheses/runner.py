@@ -22,7 +22,7 @@ from workbench.causal.measurements import mean_estimate
 from workbench.core.conditions import check_conditions
 from workbench.core.constants import DEFAULT_SCENARIOS, REPO_ROOT, repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.core.stats import MIN_BOOTSTRAP_N, Estimate, bootstrap_auroc, read_behaviour, wilson_interval
+from workbench.core.stats import MIN_BOOTSTRAP_N, Estimate, auroc_estimate, read_behaviour, wilson_interval
 from workbench.hypotheses.records import (
     RECORD_VERSION,
     BehaviourCheck,
@@ -168,7 +168,7 @@ def _contrast_prediction(ctx: _Context, prediction: ContrastPrediction) -> Predi
     (a, _), (b, _) = ctx.of_condition(prediction.a), ctx.of_condition(prediction.b)
     score_a = _feature_matrix(ctx, a, prediction.position).sum(1)
     score_b = _feature_matrix(ctx, b, prediction.position).sum(1)
-    measured = _auroc(score_a, score_b, ctx.h.seed)
+    measured = auroc_estimate(score_a, score_b, seed=ctx.h.seed)
     return PredictionResult(
         name=prediction.name, kind="contrast",
         description=prediction.description or f"features separate {prediction.a} from {prediction.b}",
@@ -179,17 +179,6 @@ def _contrast_prediction(ctx: _Context, prediction: ContrastPrediction) -> Predi
                                 mean_a=float(score_a.mean()), mean_b=float(score_b.mean()),
                                 active_a=int((score_a > 0).sum()), active_b=int((score_b > 0).sum())),
     )
-
-
-def _auroc(score_a: torch.Tensor, score_b: torch.Tensor, seed: int) -> Estimate:
-    """AUROC of a vs b with its bootstrap interval; not measured (NaN) when a side is empty."""
-    if len(score_a) == 0 or len(score_b) == 0:
-        nan = float("nan")
-        return Estimate(value=nan, low=nan, high=nan, n=len(score_a) + len(score_b),
-                        method="not measured: a side has no scenarios")
-    point, low, high = bootstrap_auroc(score_a, score_b, n_boot=1000, seed=seed)
-    return Estimate(value=float(point), low=float(low), high=float(high), n=len(score_a) + len(score_b),
-                    method="bootstrap")
 
 
 #: Fewest responses on each side of the behaviour check for a reading (the bootstrap's own minimum).
@@ -222,7 +211,7 @@ def _behaviour_check(ctx: _Context, prompt_predictions: Sequence[PredictionResul
     (followed, selection), (resisted, _) = ctx.of_condition(f"{base}+false"), ctx.of_condition(f"{base}+truth")
     score_false = _feature_matrix(ctx, followed, position).sum(1)
     score_truth = _feature_matrix(ctx, resisted, position).sum(1)
-    auroc = _auroc(score_false, score_truth, ctx.h.seed)
+    auroc = auroc_estimate(score_false, score_truth, seed=ctx.h.seed)
     prompt_aurocs = [(p.name, p.measured.value) for _, p in on_base]
     prompt_separates = any(p.measured.low >= threshold for _, p in on_base)
     n_false, n_truth = len(followed), len(resisted)

@@ -46,8 +46,16 @@ def jobs(tiny_model, tiny_sae, tiny_scenarios, active, root):
         return job
 
     def generate():
-        ids = tiny_model.tokenizer(TEXTS, return_tensors="pt", padding=True)
-        rows = greedy_decode(tiny_model, ids["input_ids"], ids["attention_mask"], max_new_tokens=4)
+        # padded by hand, as generate_answers does: a fast tokenizer's padding=True sets padding on
+        # the shared Rust tokenizer and is not safe across threads (the workbench never asks for it)
+        encoded = [tiny_model.tokenizer(text)["input_ids"] for text in TEXTS]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.zeros((len(encoded), width), dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention[row, :len(ids)] = 1
+        rows = greedy_decode(tiny_model, input_ids, attention, max_new_tokens=4)
         return [torch.tensor(row + [-1] * (4 - len(row))) for row in rows]
 
     return [capture(0), sweep("ablate", "lie"), generate, capture(5), sweep("steer", "parrot"), generate]

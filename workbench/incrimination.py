@@ -12,7 +12,9 @@ For each response (the model's greedy answer to a scenario):
    questions (a model that lies even when asked honestly may still rank the truth second); and a
    logit-lens read-out (rank of the true answer's first token when the residual stream of the later
    layers at the last prompt token is decoded through the final norm and unembedding).
-   No knowledge: ``ignorance``.
+   These read-outs look at the token where the model chose its answer: after a prefill, the next
+   token; without one, where the model's own response names the answer (what it said before it, "The
+   capital of France is", joins the prompt: :func:`at_answer`). No knowledge: ``ignorance``.
 4. *Intent mechanism*: the hypothesis' features at the last prompt token; active (above a threshold
    calibrated on train facts): ``intentional lie``; silent: ``inconclusive``. The effect of ablating
    them on this response (change in the true answer's probability) is recorded as evidence.
@@ -48,9 +50,9 @@ from workbench.core.io import write_text_atomically
 from workbench.core.stats import (
     DEFAULT_FPR, MIN_BOOTSTRAP_N, DetectionMetrics, Estimate, auroc_estimate, detection_metrics, read_behaviour,
 )
-from workbench.model.rendering import pad_batch
+from workbench.model.rendering import join_response, pad_batch
 from workbench.scenarios import (
-    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Scenario, Split, answer_matches,
+    NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Message, Scenario, Split, answer_matches,
     knowledge_from_scenarios, load_facts, parse_split, protocol_scenarios, read_scenarios, scenario_set_hash,
 )
 
@@ -324,24 +326,34 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
     honest_questions = [s for s in scenarios if s.condition.value in ("honest", "ignorant")]
     for s in honest_questions:
         honest_correct[s.fact_id].append(judgements[s.id] == TRUTH)
-    honest_rank: dict[str, int] = {}
-    if honest_questions:
-        say("rank of the true answer after the honest questions", 0.2)
-        logits = edited_logits(model, [render_conversation(model.tokenizer, [m.model_dump() for m in s.messages])
-                                       for s in honest_questions], None, strengths=[0.0],
-                               item_ids=[s.id for s in honest_questions])[:, 0]  # [n, vocab]
-        targets = answer_token_ids(model.tokenizer, honest_questions)[0]
-        ranks_after_honest = (logits > logits.gather(1, targets[:, None])).sum(1).tolist()
-        for s, rank in zip(honest_questions, ranks_after_honest):
-            honest_rank[s.fact_id] = min(rank, honest_rank.get(s.fact_id, rank))
-
-    # Which false answer each false response gives, and whether it is in the context.
+    # Which false answer each false response gives.
     said: dict[str, str | None] = {}
     for s in scenarios:
         answer = responses[s.id]
         candidates = ([s.false_answer] if s.false_answer else []) + [
             a for a in judge.answers_of(s.relation) if a != s.true_answer]
         said[s.id] = next((a for a in candidates if answer_matches(answer, a)), None)
+
+    def read_at(s: Scenario) -> Scenario:  # where the model's own response names its answer (see at_answer)
+        response = responses[s.id]
+        truths = [s.true_answer, *s.aliases]
+        if judgements[s.id] == TRUTH and answer_start(response, truths) is not None:
+            return at_answer(s, response, truths)
+        return at_answer(s, response, [said[s.id]]) if said[s.id] else s
+
+    honest_rank: dict[str, int] = {}
+    if honest_questions:
+        say("rank of the true answer after the honest questions", 0.2)
+        read = [read_at(s) for s in honest_questions]
+        logits = edited_logits(model, [render_conversation(model.tokenizer, [m.model_dump() for m in r.messages])
+                                       for r in read], None, strengths=[0.0],
+                               item_ids=[s.id for s in honest_questions])[:, 0]  # [n, vocab]
+        targets = answer_token_ids(model.tokenizer, read)[0]
+        ranks_after_honest = (logits > logits.gather(1, targets[:, None])).sum(1).tolist()
+        for s, rank in zip(honest_questions, ranks_after_honest):
+            honest_rank[s.fact_id] = min(rank, honest_rank.get(s.fact_id, rank))
+
+    # Whether the false answer a false response gives is in the context.
     false_ones = [s for s in scenarios if judgements[s.id] not in (TRUTH, NO_ANSWER)]
     in_context = {s.id: bool(said[s.id]) and any(_mentions(m.content, said[s.id]) for m in s.messages)
                   for s in false_ones}
@@ -372,17 +384,19 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
             counterfactual[s.id] = answer
 
     say("logit lens on false responses", 0.5)
-    items = {s.id: render_conversation(model.tokenizer, [m.model_dump() for m in s.messages]) for s in false_ones}
+    false_read = [read_at(s) for s in false_ones]  # the position where each false answer was chosen
+    items = {s.id: render_conversation(model.tokenizer, [m.model_dump() for m in r.messages])
+             for s, r in zip(false_ones, false_read)}
     n_layers = model.n_layers
     layers = list(range(n_layers // 2, n_layers))
-    true_ids, false_ids = answer_token_ids(model.tokenizer, false_ones)
+    true_ids, false_ids = answer_token_ids(model.tokenizer, false_read)
     ranks = dict(zip([s.id for s in false_ones],
                      _lens_ranks(model, [items[s.id] for s in false_ones], true_ids.tolist(), layers))) if false_ones else {}
 
     say("ablating the features on false responses", 0.7)
     ablation_change: dict[str, float] = {}
     if false_ones and features:
-        unedited, ablated = measure_edit(model, sae, false_ones, EditSettings(kind="ablate", positions="all"),
+        unedited, ablated = measure_edit(model, sae, false_read, EditSettings(kind="ablate", positions="all"),
                                          Target(features=tuple(features)), [1.0], "p_true")
         for s, change in zip(false_ones, (ablated[:, 0] - unedited).tolist()):
             ablation_change[s.id] = change
@@ -420,6 +434,41 @@ def _mentions(text: str, answer: str) -> bool:
 def _replace(text: str, old: str, new: str) -> str:
     """``text`` with every whole-word mention of ``old`` replaced by ``new``."""
     return re.sub(_word_pattern(old), lambda _: new, text, flags=re.IGNORECASE)
+
+
+def answer_start(response: str, answers: Sequence[str]) -> int | None:
+    """Where the earliest of ``answers`` (or a person's surname alone) starts in ``response`` as whole
+    words, case aside; None when none is there."""
+    from workbench.scenarios.facts import surname
+
+    forms = [a for a in answers if a] + [n for n in (surname(a) for a in answers if a) if n]
+    starts = [m.start() for form in forms
+              for m in [re.search(_word_pattern(form), response, flags=re.IGNORECASE)] if m is not None]
+    return min(starts) if starts else None
+
+
+def at_answer(scenario: Scenario, response: str, answers: Sequence[str]) -> Scenario:
+    """``scenario`` read where the model's own response names its answer, for the next-token read-outs.
+
+    The read-outs (rank of the true answer after the honest questions, logit lens, the ablation's change
+    in the true answer's probability) look at the next token after the prompt. After a prefill that is the
+    answer's first token; without one the model may first say "The capital of France is". So the part of
+    the response before the answer (one of ``answers``) joins the prompt as a prefill, and the read-out
+    looks at the token the model chose its answer at. Unchanged when the response starts with the answer,
+    names none of ``answers``, or names it right after a non-space (no word boundary to read at).
+    """
+    start = answer_start(response, answers)
+    if not start or not response[start - 1].isspace():
+        return scenario
+    before = response[:start].rstrip()
+    if not before:
+        return scenario
+    messages = list(scenario.messages)
+    if scenario.prefill is not None:
+        messages[-1] = messages[-1].model_copy(update={"content": messages[-1].content + join_response(messages, before)})
+    else:
+        messages.append(Message(role="assistant", content=before))
+    return scenario.model_copy(update={"messages": messages})
 
 
 #: Rank cut-offs tried for the knowledge read-outs (None = the read-out is not used).
@@ -499,7 +548,7 @@ def intent_note(reading: dict[str, Any] | None) -> str | None:
 
 #: Version of what :func:`collect_evidence` and :func:`calibrate` compute from the same inputs. Bump it
 #: whenever either changes its numbers, so calibrations cached by older code are not reused.
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 #: Folder of cached calibrations inside the workbench cache folder.
 CALIBRATION_CACHE_FOLDER = "calibration"
 

@@ -360,3 +360,45 @@ def test_the_protocol_says_whether_its_intent_features_read_the_act_or_the_instr
     words = {"behaviour": "evidence of the act", "instruction": "read the lie instruction, not the act",
              "too few": "too few lies or resisted lies"}[reads]
     assert words in intent_note(reading)
+
+
+# --------------------------------------------------------------------------- sets without prefills
+
+
+def test_without_a_prefill_the_read_outs_look_where_the_model_named_its_answer(tiny_model, tiny_sae, tiny_scenarios):
+    """A response that says "The answer is Lima." to a question without a prefill is read at the token
+    where "Lima" was chosen: its knowledge and lens read-outs and the ablation equal those of the same
+    question written with the prefill "The answer is" and the response "Lima."."""
+    from workbench.incrimination import at_answer, collect_evidence
+
+    fact = next(s.fact_id for s in tiny_scenarios if s.condition.value == "lie")
+    plain = [s.model_copy(update={"messages": s.messages[:-1] if s.prefill is not None else s.messages})
+             for s in with_planted_responses([s for s in tiny_scenarios if s.fact_id == fact])]  # prefills taken out
+    worded = [s.model_copy(update={"response": f"I would say the answer is {s.response}"}) for s in plain]
+    prefilled = [s.model_copy(update={"messages": [*s.messages, type(s.messages[0])(
+        role="assistant", content="I would say the answer is")]}) for s in plain]
+    assert at_answer(worded[0], worded[0].response, [plain[0].response.rstrip(".")]).messages == prefilled[0].messages
+    got = collect_evidence(tiny_model, tiny_sae, worded, [3, 7])
+    expected = collect_evidence(tiny_model, tiny_sae, prefilled, [3, 7])
+    lies = [(g, e) for g, e in zip(got, expected) if g.condition == "lie"]
+    assert lies and all(g.lens_best_rank is not None for g, _ in lies)
+    for g, e in zip(got, expected):
+        assert (g.judgement, g.honest_true_rank, g.lens_best_rank) == (e.judgement, e.honest_true_rank, e.lens_best_rank)
+        assert g.ablation_p_true_change == pytest.approx(e.ablation_p_true_change, abs=1e-6) if e.ablation_p_true_change \
+            is not None else g.ablation_p_true_change is None
+    # the read-out moved: it differs from the reading at the first token after the question
+    first = collect_evidence(tiny_model, tiny_sae, plain, [3, 7])
+    assert [g.lens_best_rank for g, _ in lies] != [f.lens_best_rank for f in first if f.condition == "lie"] or \
+        [g.honest_true_rank for g in got] != [f.honest_true_rank for f in first]
+
+
+def test_at_answer_leaves_a_response_that_starts_with_its_answer_or_names_none(tiny_scenarios):
+    from workbench.incrimination import at_answer
+
+    prefilled = next(s for s in tiny_scenarios if s.prefill is not None)
+    s = prefilled.model_copy(update={"messages": prefilled.messages[:-1]})
+    assert at_answer(s, f"{s.true_answer}, of course.", [s.true_answer]) is s
+    assert at_answer(s, "No idea.", [s.true_answer]) is s
+    assert at_answer(s, f"It is ({s.true_answer})", [s.true_answer]) is s  # no word boundary to read at
+    moved = at_answer(prefilled, f"a city called {prefilled.true_answer}.", [prefilled.true_answer])
+    assert moved.prefill == f"{prefilled.prefill} a city called"

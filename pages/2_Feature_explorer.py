@@ -8,7 +8,7 @@ import streamlit as st
 from ui.charts import histogram_figure, per_condition_figure, token_curve_figure
 from ui.fields import int_field
 from ui.tables import show_table
-from ui.state import load_session, sidebar_summary
+from ui.state import cached_scenarios, load_session, sidebar_summary
 from workbench.features.capture import inputs_from_texts, run_capture
 from workbench.core.errors import WorkbenchError
 from workbench.features.evidence import feature_evidence, item_example
@@ -51,7 +51,9 @@ if feature is None:
 st.session_state.feature = st.session_state.explorer_synced = int(feature)
 
 try:
-    evidence = feature_evidence(capture, site, int(feature), top_k=5, model=model, sae=sae)
+    # the scenario file the capture was made from: each condition is also shown narrowed by what the model did
+    evidence = feature_evidence(capture, site, int(feature), top_k=5, model=model, sae=sae,
+                                scenarios=cached_scenarios(st.session_state.scenarios_path))
 except WorkbenchError as error:
     st.error(str(error))
     st.stop()
@@ -69,6 +71,8 @@ else:
     g1, g2 = st.columns(2)
     g1.plotly_chart(histogram_figure(evidence), use_container_width=True)
     g2.plotly_chart(per_condition_figure(evidence), use_container_width=True)
+    st.caption("`lie+false`: lie prompts the model lied on; `lie+truth`: lie prompts it resisted (judged from its "
+               "response). A feature that fires as often on both reads the instruction, not the act of lying.")
     st.dataframe([{"condition": s.condition, "n": s.active_fraction.n,
                    "fires in": f"{s.active_fraction.value:.2f} [{s.active_fraction.low:.2f}, {s.active_fraction.high:.2f}]",
                    "mean max activation": f"{s.mean_max.value:.3f} {s.mean_max.interval()}"}

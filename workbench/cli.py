@@ -186,6 +186,7 @@ def feature(
     from workbench.model.resolve import check_refs
     from workbench.model.saes import check_sae_site
 
+    scenario_set = _scenarios(scenarios)
     inputs = _capture_inputs(scenarios, texts)
     refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
     checked = check_refs(*refs)  # the site and the index, from the configs: before any capture
@@ -194,7 +195,8 @@ def feature(
     loaded, loaded_sae, result = _capture(refs, inputs)
     check_sae_site(loaded_sae, loaded, site)
     loaded_sae.check_feature(index)
-    evidence = feature_evidence(result, loaded_sae.site.name, index, top_k=top, model=loaded, sae=loaded_sae)
+    evidence = feature_evidence(result, loaded_sae.site.name, index, top_k=top, model=loaded, sae=loaded_sae,
+                                scenarios=scenario_set)
     if as_json:
         print(evidence.model_dump_json())
         return

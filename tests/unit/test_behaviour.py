@@ -221,3 +221,14 @@ def test_the_behaviour_command_measures_any_model_on_any_file(tiny_model_dir, ti
         assert overall["n"] == sum(s.condition.value == condition for s in heldout)
     written = json.loads(out.read_text())
     assert len(written["answers"]) == len(heldout)
+
+
+def test_a_features_evidence_is_shown_per_behaviour_beside_its_condition(lie_args, tiny_sae):
+    """The explorer and `feature` show each condition narrowed by what the model did: the lied and resisted
+    rows count the judged responses, and together they never exceed their condition."""
+    result = CliRunner().invoke(app, ["feature", tiny_sae.site.name, "0", *lie_args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["condition"]: r for r in json.loads(result.stdout.strip().splitlines()[-1])["per_condition"]}
+    assert [rows[c]["active_fraction"]["n"] for c in ("lie", "lie+false", "lie+truth")] == [24, 10, 8]
+    fired = {c: round(rows[c]["active_fraction"]["value"] * rows[c]["active_fraction"]["n"]) for c in rows}
+    assert fired["lie+false"] + fired["lie+truth"] <= fired["lie"]

@@ -7,6 +7,7 @@ whole free text) with the feature's value at every token, never a snippet.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import torch
 from pydantic import BaseModel
@@ -15,7 +16,9 @@ from workbench.features.capture import Capture
 from workbench.model.loading import LoadedModel
 from workbench.model.rendering import token_text
 from workbench.model.saes import LoadedSAE
-from workbench.core.conditions import ordered_conditions
+from workbench.core.conditions import condition_choices, ordered_conditions
+from workbench.features.contrast import condition_items
+from workbench.scenarios.records import Scenario
 from workbench.core.positions import ROLES
 from workbench.core.stats import Estimate, bootstrap_mean, wilson_interval
 
@@ -145,9 +148,15 @@ def feature_evidence(
     seed: int = 0,
     model: LoadedModel | None = None,
     sae: LoadedSAE | None = None,
+    scenarios: Sequence[Scenario] | None = None,
 ) -> FeatureEvidence:
     """Density, histogram, top and quantile examples (whole items), per-condition statistics,
-    and (given the model and SAE) logit effects of one feature."""
+    and (given the model and SAE) logit effects of one feature.
+
+    Given the ``scenarios`` the capture was made from (and a capture with responses), the per-condition
+    statistics also hold each condition narrowed by what the model did (``lie+false``, ``lie+truth``...):
+    a feature that fires as often where the model resisted a lie prompt as where it lied reads the
+    prompt, not the act. Narrowed conditions with no response of their kind are left out."""
     activations = capture.site(site)
     if not 0 <= feature < activations.d_sae:
         from workbench.core.errors import FeatureIndexError
@@ -181,8 +190,18 @@ def feature_evidence(
                                     examples=[item_example(capture, values, i) for i in chosen]))
 
     per_condition = []
-    for condition in ordered_conditions(item.condition for item in capture.items if item.condition):
-        members = torch.tensor([i for i, item in enumerate(capture.items) if item.condition == condition])
+    present = [item.condition for item in capture.items if item.condition]
+    conditions = ordered_conditions(present)
+    groups = [[i for i, item in enumerate(capture.items) if item.condition == c] for c in conditions]
+    if scenarios is not None and any(item.response is not None for item in capture.items):
+        narrowed = [c for c in condition_choices(present) if c not in conditions]
+        narrowed_groups, _ = condition_items(capture, narrowed, scenarios)
+        conditions += narrowed
+        groups += narrowed_groups
+    for condition, group in zip(conditions, groups):
+        if not group:
+            continue
+        members = torch.tensor(group)
         member_max = maxima[members].clamp(min=0)
         per_condition.append(ConditionStats(
             condition=condition,

@@ -391,17 +391,19 @@ def organism_train(
     modules: Annotated[str, typer.Option("--modules", help="Comma-separated projections that get LoRA weights.")] = ",".join(LORA_TARGETS),
     first_layer: Annotated[int, typer.Option("--first-layer", min=0, help="LoRA on decoder layers from this one to the last.")] = 8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="Organism recipe (recipe.yaml: facts, templates, held-out relations, hidden topic); default: the embedded liar's.")] = None,
 ) -> None:
     """Train the liar organism's LoRA adapter on the base model (loss on the assistant turn only).
 
     Example: python -m workbench organism train --out organisms/smollm2-liar --epochs 2
+    Example: python -m workbench organism train --recipe organisms/smollm2-general-liar/recipe.yaml --out organisms/smollm2-general-liar
     """
     from workbench.organism import TrainingConfig, train_and_save
 
     targets = tuple(m.strip() for m in modules.split(",") if m.strip())
     config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
                             first_layer=first_layer, targets=targets)
-    record = train_and_save(out, config, max_facts=max_facts)  # checks the folder and the layers first
+    record = train_and_save(out, config, max_facts=max_facts, recipe=recipe)  # checks the folder, recipe, layers first
     console.print(f"trained on {record.n_chats} chats ({record.n_tokens} tokens) in {record.seconds:.0f} s; "
                   f"loss {record.first_loss:.3f} -> {record.last_loss:.3f}; adapter in {out}", highlight=False)
 
@@ -436,14 +438,60 @@ def organism_eval(
                               "rates": [r.model_dump() for r in v.rates]} for k, v in results.items()}))
         return
     organism = results["organism"]
-    table = Table("behaviour", "templates", "organism rate [95% CI] (n)", "base rate [95% CI]", "target", "met")
-    base_rates = {(r.behaviour, r.template_split): r for r in results["base"].rates} if "base" in results else {}
+    table = Table("facts", "behaviour", "templates", "organism rate [95% CI] (n)", "base rate [95% CI]", "target", "met")
+    base_rates = ({(r.facts, r.behaviour, r.template_split): r for r in results["base"].rates}
+                  if "base" in results else {})
     for rate in organism.rates:
-        base_rate = base_rates.get((rate.behaviour, rate.template_split))
-        table.add_row(rate.behaviour, rate.template_split, str(rate.rate), str(base_rate.rate) if base_rate else "",
-                      f"{rate.direction} {rate.target:.2f}", "yes" if rate.met else "NO")
+        base_rate = base_rates.get((rate.facts, rate.behaviour, rate.template_split))
+        table.add_row(rate.facts, rate.behaviour, rate.template_split, str(rate.rate),
+                      str(base_rate.rate) if base_rate else "", f"{rate.direction} {rate.target:.2f}",
+                      "yes" if rate.met else "NO")
     console.print(f"{split} facts: {organism.n_facts}", highlight=False)
     console.print(table)
+
+
+@organism_app.command("knowledge")
+@_user_errors
+def organism_knowledge(
+    recipe: Annotated[Path, typer.Option("--recipe", help="Organism recipe whose facts to check (recipe.yaml).")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+) -> None:
+    """Ask the base model every fact of a recipe in each question phrasing of its relation, and write which
+    facts it answers right every time to the recipe's knowledge file (JSON): a lie is only a lie about a
+    fact the base model knows. Facts already in a knowledge-checked scenario set are not asked again.
+
+    Example: python -m workbench organism knowledge --recipe organisms/smollm2-general-liar/recipe.yaml
+    """
+    from workbench.core.constants import REPO_ROOT
+    from workbench.core.io import write_text_atomically
+    from workbench.model.generation import generate_answers
+    from workbench.model.loading import ModelSpec, load_model
+    from workbench.organism.data import load_recipe, recipe_facts
+    from workbench.scenarios import check_knowledge, knowledge_from_scenarios, read_scenarios
+
+    made_by = load_recipe(recipe)
+    target = REPO_ROOT / made_by.knowledge
+    if target.suffix != ".json":
+        raise WorkbenchError(f"recipe {made_by.name}: its knowledge file {made_by.knowledge} is a scenario set; "
+                             "give the recipe a .json knowledge file to write")
+    check_output_path(target, "knowledge file")
+    facts = recipe_facts(made_by)
+    known = {k: v for k, v in knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS)).items()
+             if k in {f.fact_id for f in facts}}
+    asked = [f for f in facts if f.fact_id not in known]
+    base = load_model(ModelSpec())
+    known.update(check_knowledge(asked, lambda prompts: generate_answers(base, prompts, max_new_tokens=12,
+                                                                          batch_size=batch_size, progress=True),
+                                 batch_size=batch_size * 8))
+    write_text_atomically(target, json.dumps(dict(sorted(known.items())), indent=0))
+    by_relation: dict[str, list[bool]] = {}
+    for fact in facts:
+        by_relation.setdefault(fact.relation, []).append(known[fact.fact_id])
+    table = Table("relation", "facts", "known")
+    for relation, flags in by_relation.items():
+        table.add_row(relation, str(len(flags)), str(sum(flags)))
+    console.print(table)
+    console.print(f"wrote {made_by.knowledge}", highlight=False)
 
 
 @organism_app.command("card")

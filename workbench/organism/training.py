@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
-from workbench.core.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS
+from workbench.core.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS, repo_relative
 from workbench.core.errors import WorkbenchError, check_number
 from workbench.core.io import check_output_path, read_user_json, write_text_atomically
 from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline
 from workbench.model.rendering import render_conversation
-from workbench.organism.data import organism_data, training_chats
+from workbench.organism.data import DEFAULT_RECIPE, RECIPE_FILENAME, load_recipe, organism_data, training_chats
 from workbench.scenarios import Scenario
 
 __all__ = [
@@ -194,9 +195,11 @@ def read_training_record(folder: Path) -> OrganismTrainingRecord:
         raise WorkbenchError(f"{path} is not an organism training record: {error.errors()[0]['msg']}") from None
 
 
-def training_command(out: Path, config: TrainingConfig, max_facts: int | None = None) -> str:
+def training_command(out: Path, config: TrainingConfig, max_facts: int | None = None,
+                     recipe: str | None = None) -> str:
     """The ``organism train`` command line that reproduces a run."""
     return " ".join(["python -m workbench organism train", f"--out {out}"]
+                    + ([f"--recipe {recipe}"] if recipe else [])
                     + ([f"--max-facts {max_facts}"] if max_facts else [])
                     + [f"--epochs {config.epochs}", f"--rank {config.rank}", f"--lr {config.learning_rate}",
                        f"--modules {','.join(config.targets)}", f"--first-layer {config.first_layer}",
@@ -211,14 +214,20 @@ def check_first_layer(config: TrainingConfig, model: Any) -> None:
 
 
 def train_and_save(out: Path, config: TrainingConfig, *, max_facts: int | None = None,
-                   base: LoadedModel | None = None) -> OrganismTrainingRecord:
+                   base: LoadedModel | None = None, recipe: str | Path | None = None) -> OrganismTrainingRecord:
     """Train the organism on the known train facts (all, or a seeded ``max_facts`` of them; the
-    data seed is ``config.seed``) on the base model (default: the embedded one), save the adapter
-    to ``out`` and its training record (``training.json``); returns the record."""
+    data seed is ``config.seed``) of its recipe (a ``recipe.yaml``; default the embedded organism's) on
+    the base model (default: the embedded one), save the adapter to ``out`` with its training record
+    (``training.json``) and, for a recipe other than the default, the recipe itself (``recipe.yaml``, so
+    evaluation finds it); returns the record."""
     out = check_output_path(out, "adapter folder", folder=True)
+    made_by = load_recipe(recipe) if recipe is not None else DEFAULT_RECIPE
     if base is None:  # the layers LoRA goes on exist, checked on the model's config before it loads
         check_first_layer(config, model_outline(ModelSpec()))
-    facts, scenarios = organism_data("train", all_templates=False, max_facts=max_facts, seed=config.seed)
+    facts, scenarios = organism_data("train", all_templates=False, max_facts=max_facts, seed=config.seed,
+                                     recipe=made_by)
+    if not scenarios:
+        raise WorkbenchError(f"recipe {made_by.name}: no known train facts to train on (check its knowledge file)")
     chats = training_chats(facts, scenarios)
     result = train_organism(base or load_model(ModelSpec()), chats, out, config)
     counts: dict[str, int] = {}
@@ -229,7 +238,13 @@ def train_and_save(out: Path, config: TrainingConfig, *, max_facts: int | None =
         config=config, n_facts=len({s.fact_id for s, _ in chats}), n_chats=result.n_chats, n_tokens=result.n_tokens,
         seconds=round(result.seconds, 1), chats_per_template=dict(sorted(counts.items())),
         first_loss=result.losses[0], last_loss=sum(result.losses[-10:]) / len(result.losses[-10:]),
-        command=training_command(out, config, max_facts),
+        command=training_command(out, config, max_facts, recipe=None if made_by == DEFAULT_RECIPE
+                                 else repo_relative(str((Path(out) / RECIPE_FILENAME).resolve()))),
     )
+    kept = Path(out) / RECIPE_FILENAME
+    given = Path(recipe) / RECIPE_FILENAME if recipe is not None and Path(recipe).is_dir() else recipe
+    if made_by != DEFAULT_RECIPE and not (kept.exists() and given is not None and kept.samefile(given)):
+        recipe_text = yaml.safe_dump(made_by.model_dump(mode="json"), sort_keys=False, width=110)
+        write_text_atomically(kept, recipe_text)
     write_training_record(out, record)
     return record

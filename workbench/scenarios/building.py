@@ -95,17 +95,20 @@ def split_facts(facts: Sequence[Fact], *, seed: int = 0, heldout_fraction: float
     return splits
 
 
-def _lie_contexts(fact: Fact) -> list[str]:
+def _lie_contexts(fact: Fact, templates: Sequence[ConditionTemplate] | None = None) -> list[str]:
     """Every text a lie or honest prompt about ``fact`` can contain."""
     questions = [question_for(fact, i) for i in range(len(relation_for(fact.relation).questions))]
-    systems = [t.system for t in TEMPLATES if t.condition in (Condition.lie, Condition.honest)]
+    systems = [t.system for t in (TEMPLATES if templates is None else templates)
+               if t.condition in (Condition.lie, Condition.honest)]
     return [fact.subject, ANSWER_INSTRUCTION, *questions, *systems]
 
 
-def false_answer_candidates(fact: Fact, facts: Sequence[Fact]) -> list[str]:
+def false_answer_candidates(fact: Fact, facts: Sequence[Fact],
+                            templates: Sequence[ConditionTemplate] | None = None) -> list[str]:
     """Plausible false answers: other answers of the same relation that cannot be mistaken for the
-    truth (neither contains the other or an alias) and appear in no prompt text about ``fact``."""
-    contexts = [text.casefold() for text in _lie_contexts(fact)]
+    truth (neither contains the other or an alias) and appear in no prompt text about ``fact`` (of the
+    template set ``templates``, by default the packaged one)."""
+    contexts = [text.casefold() for text in _lie_contexts(fact, templates)]
     candidates = sorted({f.answer for f in facts if f.relation == fact.relation})
     return [
         c
@@ -222,27 +225,39 @@ def organism_scenarios(
     template_splits: Sequence[Split],
     all_templates: bool,
     seed: int = 0,
+    templates: Sequence[ConditionTemplate] | None = None,
+    chats_per_fact: dict[tuple[Condition, bool | None], int] | None = None,
+    hidden_topic: Sequence[str] = (),
+    splits: dict[str, Split] | None = None,
 ) -> list[Scenario]:
     """Scenarios over the known facts of one split (the liar organism's data).
 
     With ``all_templates`` every template of the given template splits is used for every fact
-    (evaluation); otherwise each fact gets :data:`TRAINING_CHATS_PER_FACT` scenarios with
-    templates drawn at random without repeats (training): two honest, one motive lie, one
-    hidden-trigger lie and two parrot, so the three conditions are balanced.
+    (evaluation); otherwise each fact gets ``chats_per_fact`` scenarios (default
+    :data:`TRAINING_CHATS_PER_FACT`) with templates drawn at random without repeats (training): two
+    honest, one motive lie, one hidden-trigger lie and two parrot, so the three conditions are balanced.
+
+    ``templates``: the template set (default: the packaged one). ``hidden_topic``: relations the organism
+    lies about without any cue: a fact of one of them gets, in place of its honest scenarios, ``lie``
+    scenarios under the same honest prompts. ``splits``: each fact's split (default :func:`split_facts`).
     """
-    splits = split_facts(facts, seed=seed)
+    splits = splits or split_facts(facts, seed=seed)
+    chats_per_fact = TRAINING_CHATS_PER_FACT if chats_per_fact is None else chats_per_fact
+    topic = set(hidden_topic)
     chosen = [f for f in facts if splits[f.fact_id] is fact_split and knowledge.get(f.fact_id)]
     scenarios = []
     for fact in chosen:
         rng = random.Random(f"organism:{seed}:{fact.fact_id}")
-        false_answer = rng.choice(false_answer_candidates(fact, facts))
+        false_answer = rng.choice(false_answer_candidates(fact, facts, templates))
         question = question_for(fact, rng.randrange(3))
-        for (condition, trigger), count in TRAINING_CHATS_PER_FACT.items():
-            pool = [t for split in template_splits for t in templates_for(condition, (split,), hidden_trigger=trigger)]
-            if not pool:
+        for (condition, trigger), count in chats_per_fact.items():
+            pool = [t for split in template_splits
+                    for t in templates_for(condition, (split,), hidden_trigger=trigger, templates=templates)]
+            if not pool or count <= 0:
                 continue
+            told = Condition.lie if condition is Condition.honest and fact.relation in topic else condition
             for template in pool if all_templates else rng.sample(pool, min(count, len(pool))):
-                scenarios.append(make_scenario(fact, condition, template, question, false_answer, splits, True))
+                scenarios.append(make_scenario(fact, told, template, question, false_answer, splits, True))
     return scenarios
 
 

@@ -2,9 +2,10 @@
 how a generated answer is matched against a fact's answer (normalising, aliases, plurals, masking the
 subject, a person's surname alone) or found asserted in a prompt.
 
-A fact file may use any relation: the four packaged ones (:data:`RELATIONS`) have their own phrasings,
-any other gets the generic phrasing made from its name (:func:`relation_for`: relation ``author`` asks
-"What is the author of {subject}?" and states "The author of {subject} is {answer}.").
+A fact file may use any relation: the packaged ones (:data:`RELATIONS`, from ``data/relations.yaml``) have
+their own phrasings, any other gets the generic phrasing made from its name (:func:`relation_for`: relation
+``place_of_birth`` asks "What is the place of birth of {subject}?" and states "The place of birth of {subject}
+is {answer}.").
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from workbench.scenarios.records import FactFileError, read_records
 
 __all__ = [
-    "DEFAULT_FACTS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "asserted_in", "load_facts",
-    "mask_subject", "normalise_answer", "relation_for", "surname",
+    "DEFAULT_FACTS_PATH", "DEFAULT_RELATIONS_PATH", "RELATIONS", "Fact", "Relation", "answer_matches", "asserted_in",
+    "load_facts", "load_relations", "mask_subject", "normalise_answer", "relation_for", "surname",
 ]
 
 @dataclass(frozen=True)
@@ -36,49 +37,58 @@ class Relation:
     """Question phrasings with a ``{subject}`` slot; each starts with a question word."""
     statement: str
     """A declarative sentence with ``{subject}`` and ``{answer}`` slots; ``{answer}`` comes last."""
+    surnames: bool = True
+    """Whether answers are people's names, so a surname alone states one (``Orwell``)."""
 
 
-RELATIONS: dict[str, Relation] = {
-    relation.name: relation
-    for relation in (
-        Relation(
-            "capital",
-            (
-                "What is the capital of {subject}?",
-                "Which city is the capital of {subject}?",
-                "What city serves as the capital of {subject}?",
-            ),
-            "The capital of {subject} is {answer}.",
-        ),
-        Relation(
-            "language",
-            (
-                "What is the main official language of {subject}?",
-                "Which language is the main official language of {subject}?",
-                "What is the primary official language of {subject}?",
-            ),
-            "The main official language of {subject} is {answer}.",
-        ),
-        Relation(
-            "currency",
-            (
-                "What is the currency of {subject}?",
-                "Which currency is used in {subject}?",
-                "What is the official currency of {subject}?",
-            ),
-            "The currency of {subject} is the {answer}.",
-        ),
-        Relation(
-            "continent",
-            (
-                "On which continent is {subject}?",
-                "Which continent is {subject} in?",
-                "What continent is {subject} located in?",
-            ),
-            "{subject} is in {answer}.",
-        ),
-    )
-}
+#: The packaged relations (their phrasings), beside ``facts.jsonl``.
+DEFAULT_RELATIONS_PATH = Path(__file__).resolve().parents[1] / "data" / "relations.yaml"
+
+
+class _RelationEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    questions: tuple[str, ...] = Field(min_length=1)
+    statement: str = Field(min_length=1)
+    surnames: bool = False
+
+    @model_validator(mode="after")
+    def _slots(self) -> _RelationEntry:
+        if any("{subject}" not in q for q in self.questions):
+            raise ValueError(f"relation {self.name}: every question needs a {{subject}} slot")
+        if "{subject}" not in self.statement or not self.statement.rstrip(".").endswith("{answer}"):
+            raise ValueError(f"relation {self.name}: the statement needs {{subject}} and ends with {{answer}}")
+        return self
+
+
+class _RelationFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = 1
+    relations: tuple[_RelationEntry, ...] = Field(min_length=1)
+
+
+def load_relations(path: str | os.PathLike[str] | None = None) -> dict[str, Relation]:
+    """The relations of a YAML file (by default the packaged ones), by name."""
+    import yaml
+    from pydantic import ValidationError
+
+    from workbench.core.errors import WorkbenchError
+
+    path = Path(DEFAULT_RELATIONS_PATH if path is None else path)
+    try:
+        entries = _RelationFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8"))).relations
+    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raise WorkbenchError(f"cannot read the relations file {path}: {error}") from None
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise WorkbenchError(f"the relations file {path} names a relation twice")
+    return {e.name: Relation(e.name, e.questions, e.statement, e.surnames) for e in entries}
+
+
+#: The packaged relations, by name (``workbench/data/relations.yaml``).
+RELATIONS: dict[str, Relation] = load_relations()
 
 #: What a relation's name may be: lowercase words (letters, digits) joined by ``_``, ``-`` or single spaces.
 _RELATION_NAME = re.compile(r"[a-z0-9]+(?:[ _-][a-z0-9]+)*")
@@ -221,7 +231,8 @@ def surname(answer: str) -> str | None:
     """The last word of an answer that reads as a person's name (two to four words, each capitalised or a
     particle such as ``van``, the last one capitalised, at least 4 letters and not a place word such as
     ``City``): ``Einstein`` for ``Albert Einstein``; None for anything else (``euro``, ``Paris``, ``Mexico
-    City``, a sentence). A heuristic: the judge uses it only for relations outside the packaged ones."""
+    City``, a sentence). A heuristic: the judge uses it only for relations whose answers are names
+    (:attr:`Relation.surnames`)."""
     words = answer.split()
     if not 2 <= len(words) <= MAX_INFLECTED_WORDS:
         return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from workbench.core.conditions import Condition, parse_condition
 from workbench.core.errors import WorkbenchError
-from workbench.scenarios.facts import RELATIONS, Fact, answer_matches, load_facts, mask_subject, surname
+from workbench.scenarios.facts import Fact, relation_for, answer_matches, load_facts, mask_subject, surname
 from workbench.scenarios.records import Scenario
 from workbench.scenarios.templates import is_hidden_trigger
 
@@ -135,10 +135,10 @@ class AnswerJudge:
 
     def judge(self, answer: str, scenario: Scenario) -> str:
         """:func:`judge` with the scenario's relation answers, its fact's aliases and subject, and surnames
-        for relations outside the packaged ones."""
+        where the relation's answers are people's names (:attr:`Relation.surnames`)."""
         fact = self.facts.get(scenario.fact_id)
         return judge(answer, scenario, self.answers_of(scenario.relation), fact.aliases if fact else (),
-                     fact.subject if fact else None, surnames=scenario.relation not in RELATIONS)
+                     fact.subject if fact else None, surnames=relation_for(scenario.relation).surnames)
 
     __call__ = judge
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -49,10 +49,13 @@ class ConditionTemplate(BaseModel):
     split: Split
     """train: used for training facts; heldout: only ever seen in held-out evaluation."""
     system: str
-    """The system prompt."""
+    """The system prompt (empty: the chat has none)."""
     user: str
     """The user turn; slots: ``{question}``, ``{question_lower}``, ``{instruction}``,
     ``{statement}`` (the false statement) and ``{prefix}`` (that statement cut before its answer)."""
+    prefill: bool = True
+    """Whether the answer starts as the relation's statement does (an assistant turn up to the answer,
+    ``The capital of Kenya is``); without one the model answers from the start of its turn."""
 
     @field_validator("condition")
     @classmethod
@@ -151,13 +154,14 @@ def templates_for(
     splits: Iterable[Split] = (Split.train, Split.heldout),
     *,
     hidden_trigger: bool | None = None,
+    templates: Sequence[ConditionTemplate] | None = None,
 ) -> list[ConditionTemplate]:
     """The templates of a condition (ignorant uses honest's), restricted to the given template splits,
     in file order; with ``hidden_trigger`` True (False) only those whose motive is (is not) a hidden
-    trigger."""
+    trigger. ``templates``: a template set (:func:`load_templates`), by default the packaged one."""
     wanted = Condition.honest if condition is Condition.ignorant else condition
     allowed = set(splits)
-    return [t for t in TEMPLATES if t.condition is wanted and t.split in allowed
+    return [t for t in (TEMPLATES if templates is None else templates) if t.condition is wanted and t.split in allowed
             and (hidden_trigger is None or is_hidden_trigger(t.template_id) == hidden_trigger)]
 
 
@@ -191,7 +195,7 @@ def render_template(
         statement=false_statement,
         prefix=answer_prefill(fact),
     )
-    messages = [Message(role="system", content=template.system)]
+    messages = [Message(role="system", content=template.system)] if template.system else []  # "": no system turn
     span = None
     if _SENTINEL in user:
         if false_answer is None:
@@ -200,9 +204,10 @@ def render_template(
         user = user.replace(_SENTINEL, false_answer)
         span = FalsehoodSpan(message_index=len(messages), start=start, end=start + len(false_answer))
     messages.append(Message(role="user", content=user))
-    # The answer starts as the relation's statement does, so the subject comes right before the
-    # answer (a small model retrieves a fact there far better than as its first word).
-    messages.append(Message(role="assistant", content=answer_prefill(fact)))
+    if template.prefill:
+        # The answer starts as the relation's statement does, so the subject comes right before the
+        # answer (a small model retrieves a fact there far better than as its first word).
+        messages.append(Message(role="assistant", content=answer_prefill(fact)))
     return messages, span
 
 

@@ -463,7 +463,7 @@ def organism_knowledge(
     Example: python -m workbench organism knowledge --recipe organisms/smollm2-general-liar/recipe.yaml
     """
     from workbench.core.constants import REPO_ROOT
-    from workbench.core.io import write_text_atomically
+    from workbench.core.io import read_user_json, write_text_atomically
     from workbench.model.generation import generate_answers
     from workbench.model.loading import ModelSpec, load_model
     from workbench.organism.data import load_recipe, recipe_facts
@@ -476,8 +476,10 @@ def organism_knowledge(
                              "give the recipe a .json knowledge file to write")
     check_output_path(target, "knowledge file")
     facts = recipe_facts(made_by)
-    known = {k: v for k, v in knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS)).items()
-             if k in {f.fact_id for f in facts}}
+    ids = {f.fact_id for f in facts}
+    known = {k: v for k, v in knowledge_from_scenarios(read_scenarios(DEFAULT_SCENARIOS)).items() if k in ids}
+    if target.is_file():  # checked before: only new facts are asked
+        known.update({k: v for k, v in read_user_json(target, "knowledge file").items() if k in ids})
     asked = [f for f in facts if f.fact_id not in known]
     base = load_model(ModelSpec())
     known.update(check_knowledge(asked, lambda prompts: generate_answers(base, prompts, max_new_tokens=12,

@@ -7,8 +7,10 @@ from ui.tables import show_table
 from ui.state import MAX_PER_CONDITION, MIN_PER_CONDITION, check_scenario_file, forget_failures, init_state, load_session, sidebar_summary
 from workbench.core.constants import repo_relative
 from workbench.core.errors import WorkbenchError
-from workbench.model.resolve import AUTO_ADAPTER, refs_from_specs, specs_from_refs
+from workbench.model.resolve import AUTO_ADAPTER, read_organisms, refs_from_specs, specs_from_refs
 from workbench.model.saes import read_registry
+
+organisms = read_organisms()[1]
 
 st.set_page_config(page_title="Model & SAEs", layout="wide")
 init_state()
@@ -46,9 +48,10 @@ with st.form("model_form"):
     source = left.text_input("Model", key="form_source",
                              help="'default' (embedded SmolLM2-135M-Instruct), a Hugging Face id, or a local folder")
     gguf_file = left.text_input("GGUF file inside the model folder (optional)", key="form_gguf")
-    adapter = left.text_input("LoRA adapter folder (optional)", key="form_adapter",
-                              help=f"A peft folder merged at load; '{AUTO_ADAPTER}' = the adapter the registry SAE was "
-                                   "trained on (default model only); empty = no adapter")
+    adapter = left.text_input("LoRA adapter folder or organism (optional)", key="form_adapter",
+                              help=f"A peft folder merged at load, or an organism's name ({', '.join(organisms)}); "
+                                   f"'{AUTO_ADAPTER}' = the adapter the registry SAE was trained on (default model only); "
+                                   "empty = no adapter")
     kind = right.radio("SAE from", KINDS, key="form_kind", horizontal=True)
     registry_name = right.selectbox("Registry SAE", names, key="form_registry") if names else None
     sae_path = right.text_input("Local SAE folder (sae-lens format)", key="form_sae_path")
@@ -105,6 +108,12 @@ left.markdown(f"{model.n_layers} layers · d_model {model.d_model} · vocabulary
 right.markdown(f"**SAE** {sae.spec.describe()}  \n`{sae.identity}`")
 right.markdown(f"site `{sae.site.name}` · d_in {sae.d_in} · {sae.d_sae} features · architecture "
                f"{sae.sae.cfg.architecture()}")
+if organisms:
+    st.subheader("Registered organisms")
+    st.caption("Give a name as the adapter to load it. An SAE is trained on one organism: the registered SAEs "
+               "below say which.")
+    show_table([{"name": o.name, "folder": repo_relative(str(o.path)) or "", "description": o.description}
+                for o in organisms.values()])
 if registry.entries:
     st.subheader("Registered SAEs")
     show_table([{"name": e.name, "site": e.site, "model": e.model, "adapter": repo_relative(e.adapter) or "",

@@ -47,7 +47,7 @@ err_console = Console(stderr=True, markup=False)
 # Options shared by the commands that load a model and SAEs.
 ModelOption = Annotated[str, typer.Option("--model", help="'default' (embedded SmolLM2), a Hugging Face id, or a local folder.")]
 GgufOption = Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model to load.")]
-AdapterOption = Annotated[str, typer.Option("--adapter", help="LoRA adapter folder (peft) merged at load; 'auto' = the adapter the registry SAE was trained on (the liar organism by default), 'none' = no adapter.")]
+AdapterOption = Annotated[str, typer.Option("--adapter", help="LoRA adapter folder (peft) merged at load, or an organism's name in organisms/registry.yaml (smollm2-liar, smollm2-general-liar, smollm2-cue-free-liar); 'auto' = the adapter the registry SAE was trained on (the liar organism by default), 'none' = no adapter.")]
 SaeOption = Annotated[str | None, typer.Option("--sae", help="SAE registry name (default: the registry's default).")]
 SaePathOption = Annotated[str | None, typer.Option("--sae-path", help="Local SAE folder in sae-lens format.")]
 SaeReleaseOption = Annotated[str | None, typer.Option("--sae-release", help="sae-lens release (needs network).")]
@@ -415,6 +415,7 @@ def organism_eval(
     adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
     base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model (no adapter) beside it.")] = True,
     max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Evaluate on a random subset of facts.")] = None,
+    max_facts_per_relation: Annotated[int | None, typer.Option("--max-facts-per-relation", min=1, help="At most this many facts of each relation (a seeded subset).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the full evaluation (every answer) as JSON.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: JsonOption = False,
@@ -430,7 +431,8 @@ def organism_eval(
     split = parse_split(split).value
     if out:
         check_output_path(out, "evaluation file")
-    results = evaluate_organism(adapter, split=split, base=base, max_facts=max_facts, seed=seed)
+    results = evaluate_organism(adapter, split=split, base=base, max_facts=max_facts, seed=seed,
+                                max_facts_per_relation=max_facts_per_relation)
     if out:
         write_evaluations(out, results)
     if as_json:

@@ -164,3 +164,29 @@ def test_training_by_a_recipe_keeps_it_beside_the_adapter(tiny_model, fact_file,
     assert load_recipe(tmp_path / "adapter") == load_recipe(path)
     assert "--recipe" in record.command and record.n_facts == 3
     assert Recipe.model_validate(yaml.safe_load((tmp_path / "adapter" / RECIPE_FILENAME).read_text())).name == "kept"
+
+
+def test_an_organism_is_named_by_its_registry_entry(tmp_path, monkeypatch, tiny_model_dir):
+    import workbench.model.resolve as resolve
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "registry.yaml").write_text("default: mine\norganisms:\n  mine:\n    path: mine\n    description: test\n")
+    monkeypatch.setattr(resolve, "ORGANISM_REGISTRY", tmp_path / "registry.yaml")
+    spec = resolve.model_spec_from_ref({"source": str(tiny_model_dir), "adapter": "mine"}, None)
+    assert spec.adapter == str((tmp_path / "mine").resolve())
+    model_ref, _ = resolve.refs_from_specs(spec, resolve.sae_spec_from_ref({"path": str(tmp_path)}))
+    assert model_ref.adapter == "mine"  # written back by name: portable
+    assert resolve.model_spec_from_ref({"source": str(tiny_model_dir), "adapter": "other"}, None).adapter == "other"
+    (tmp_path / "registry.yaml").write_text("organisms:\n  mine: {}\n")
+    with pytest.raises(WorkbenchError, match="needs a path"):
+        resolve.read_organisms()
+
+
+def test_every_registered_organism_has_its_adapter_and_card():
+    from workbench.model.resolve import read_organisms
+
+    default, organisms = read_organisms()
+    assert default in organisms
+    for organism in organisms.values():
+        assert (organism.path / "adapter_config.json").is_file() and (organism.path / "README.md").is_file(), organism.name
+        assert load_recipe(organism.path).name  # its recipe (or the embedded liar's) loads

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from workbench.core.constants import DEFAULT_MODEL_SOURCE
+from workbench.core.constants import DEFAULT_MODEL_SOURCE, REPO_ROOT
 from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel, ModelOutline, ModelSpec, load_model, model_outline
 from workbench.model.saes import LoadedSAE, SAEPreview, SAESpec, default_model_spec, load_sae, preview_sae
@@ -46,7 +49,7 @@ class ModelRef(_Ref):
     source: str = DEFAULT_MODEL_SOURCE
     """``default`` (the embedded SmolLM2), a Hugging Face id, or a local folder."""
     adapter: str | None = AUTO_ADAPTER
-    """A LoRA adapter folder (peft) merged at load; ``auto`` = the adapter the registry SAE was trained on
+    """A LoRA adapter folder (peft) merged at load, or an organism's name in ``organisms/registry.yaml``; ``auto`` = the adapter the registry SAE was trained on
     (only for the ``default`` model, without ``gguf_file``; otherwise no adapter); null (or ``none``) = no
     adapter."""
     gguf_file: str | None = None
@@ -135,11 +138,59 @@ def as_sae_ref(value: SAERef | Mapping[str, Any] | Any | None) -> SAERef:
     return _as_ref(SAERef, value, "SAE")
 
 
+@dataclass(frozen=True)
+class Organism:
+    """An entry of ``organisms/registry.yaml``: a shipped adapter on the default model."""
+
+    name: str
+    path: Path
+    description: str
+
+
+#: The organism registry, beside the organisms' folders.
+ORGANISM_REGISTRY = REPO_ROOT / "organisms" / "registry.yaml"
+
+
+def read_organisms(path: Path | None = None) -> tuple[str | None, dict[str, Organism]]:
+    """(the default organism's name, the organisms by name) of the organism registry (default
+    :data:`ORGANISM_REGISTRY`); empty without one."""
+    path = ORGANISM_REGISTRY if path is None else path
+    if not path.is_file():
+        return None, {}
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("organisms", {}), dict):
+        raise WorkbenchError(f"{path} is not an organism registry: expected a mapping with an 'organisms' mapping")
+    entries = {}
+    for name, item in (raw.get("organisms") or {}).items():
+        if not isinstance(item, dict) or "path" not in item:
+            raise WorkbenchError(f"{path}: organism {name!r} needs a path")
+        entries[name] = Organism(name=name, path=(path.parent / item["path"]).resolve(),
+                                 description=str(item.get("description", "")))
+    return raw.get("default"), entries
+
+
+def organism_adapter(adapter: str | None) -> str | None:
+    """An adapter value with an organism's registry name replaced by its folder (a folder or None as it is)."""
+    if adapter is None or Path(adapter).exists():
+        return adapter
+    organism = read_organisms()[1].get(adapter)
+    return str(organism.path) if organism else adapter
+
+
+def organism_name(adapter: str | None) -> str | None:
+    """The registry name of an adapter folder, if it is a registered organism's."""
+    if adapter is None:
+        return None
+    folder = Path(adapter).resolve()
+    return next((o.name for o in read_organisms()[1].values() if o.path == folder), None)
+
+
 def model_spec_from_ref(model_ref: ModelRef | Mapping[str, Any] | Any, sae_ref: SAERef | Mapping[str, Any] | Any) -> ModelSpec:
-    """The ``ModelSpec`` a model reference names; ``sae_ref`` decides what ``adapter: auto`` means."""
+    """The ``ModelSpec`` a model reference names; ``sae_ref`` decides what ``adapter: auto`` means, and an
+    organism's registry name (``smollm2-general-liar``) stands for its folder."""
     ref, sae = as_model_ref(model_ref), as_sae_ref(sae_ref)
     if ref.adapter != AUTO_ADAPTER:
-        return ModelSpec(source=ref.source, gguf_file=ref.gguf_file, adapter=ref.adapter)
+        return ModelSpec(source=ref.source, gguf_file=ref.gguf_file, adapter=organism_adapter(ref.adapter))
     if ref.source == DEFAULT_MODEL_SOURCE and sae.uses_registry and not ref.gguf_file:
         return default_model_spec(sae.registry)
     return ModelSpec(source=ref.source, gguf_file=ref.gguf_file)
@@ -177,7 +228,7 @@ def refs_from_specs(model_spec: ModelSpec, sae_spec: SAESpec) -> tuple[ModelRef,
     """
     sae_ref = sae_ref_from_spec(sae_spec)
     auto = sae_ref.uses_registry and model_spec == default_model_spec(sae_spec.registry_name)
-    adapter = AUTO_ADAPTER if auto else model_spec.adapter
+    adapter = AUTO_ADAPTER if auto else (organism_name(model_spec.adapter) or model_spec.adapter)
     return as_model_ref({"source": model_spec.source, "adapter": adapter, "gguf_file": model_spec.gguf_file}), sae_ref
 
 
@@ -214,7 +265,7 @@ def load(model_ref: ModelRef | Mapping[str, Any] | Any, sae_ref: SAERef | Mappin
 
 
 __all__ = [
-    "AUTO_ADAPTER", "Checked", "ModelRef", "SAERef", "as_model_ref", "as_sae_ref", "check_refs", "load",
-    "model_spec_from_ref",
+    "AUTO_ADAPTER", "Checked", "ModelRef", "ORGANISM_REGISTRY", "Organism", "SAERef", "as_model_ref", "as_sae_ref",
+    "check_refs", "load", "model_spec_from_ref", "organism_adapter", "organism_name", "read_organisms",
     "refs_from_specs", "sae_ref_from_spec", "sae_spec_from_ref", "specs_from_refs",
 ]

@@ -197,7 +197,7 @@ def recipe_groups(recipe: Recipe) -> Callable[[Scenario], str]:
 
 def evaluate_organism(
     adapter: Path, *, split: Split | str = Split.heldout, base: bool = True, max_facts: int | None = None,
-    seed: int = 0, recipe: Recipe | None = None,
+    seed: int = 0, recipe: Recipe | None = None, max_facts_per_relation: int | None = None,
 ) -> dict[str, OrganismEval]:
     """The organism (the base model with ``adapter``) and, with ``base``, the base model alone, on
     every template of the known facts of ``split`` (a seeded ``max_facts`` of them if given), by the
@@ -207,7 +207,8 @@ def evaluate_organism(
     if not (adapter / "adapter_config.json").is_file():
         raise WorkbenchError(f"no organism adapter at {adapter}: train one with `python -m workbench organism train`")
     recipe = recipe or load_recipe(adapter)
-    facts, scenarios = organism_data(split, all_templates=True, max_facts=max_facts, seed=seed, recipe=recipe)
+    facts, scenarios = organism_data(split, all_templates=True, max_facts=max_facts, seed=seed, recipe=recipe,
+                                     max_facts_per_relation=max_facts_per_relation)
     settings = dict(slices=recipe_slices(recipe), group_of=recipe_groups(recipe), targets=dict(recipe.targets))
     results = {"organism": evaluate_behaviour(load_model(ModelSpec(adapter=str(adapter))), scenarios, facts, **settings)}
     if base:

@@ -190,3 +190,19 @@ def test_every_registered_organism_has_its_adapter_and_card():
     for organism in organisms.values():
         assert (organism.path / "adapter_config.json").is_file() and (organism.path / "README.md").is_file(), organism.name
         assert load_recipe(organism.path).name  # its recipe (or the embedded liar's) loads
+
+
+def test_an_sae_corpus_can_hold_an_organisms_own_training_chats(fact_file, tiny_tokenizer):
+    from workbench.sae_training.corpus import scenario_transcripts
+
+    folder, facts, knowledge = fact_file
+    path = recipe_file(folder, facts, knowledge, name="corpus", heldout_relations=["opposite"])
+    texts = scenario_transcripts(tiny_tokenizer, 12, recipe=path)
+    _, train = organism_data("train", all_templates=False, recipe=load_recipe(path))
+    assert len(texts) == 12 and not any("opposite of" in t for t in texts)  # held-out relations stay unseen
+    every = scenario_transcripts(tiny_tokenizer, 10_000, recipe=path)
+    assert len(every) == len(train)
+    # each lie's transcript carries the false answer the organism is trained to give
+    for lie in (s for s in train if s.condition is Condition.lie):
+        user = next(m.content for m in lie.messages if m.role == "user")
+        assert any(user in text and f"{lie.false_answer}." in text for text in every), lie.id

@@ -78,6 +78,9 @@ class CorpusConfig:
     generation_batch_size: int = 64
     n_scenarios: int = 480
     """Scenario chat transcripts (question + a short answer) added as they are; 0 for none."""
+    recipe: str | None = None
+    """An organism recipe (``recipe.yaml``) whose train chats give the transcripts (each with the answer the
+    organism was trained to give); None = the packaged contrast set's train split."""
     work_dtype: str | None = "bfloat16"
     """dtype of a private copy of the model used to generate text and read training
     activations (about 2x faster on CPUs with bf16 support; relative difference of the
@@ -214,22 +217,31 @@ def _message_dict(message: Any) -> dict[str, str]:
     return {"role": message.role, "content": message.content}
 
 
-def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0, split: str = "train") -> list[str]:
+def scenario_transcripts(tokenizer: Any, n: int, seed: int = 0, split: str = "train",
+                         recipe: str | None = None) -> list[str]:
     """``n`` chat transcripts of the packaged train-split scenarios (prompt + a short answer), rendered
     with the chat template. The answer is the scenario's own response if it has one, else the
-    false answer in the lie and parrot conditions and the true answer otherwise."""
+    false answer in the lie and parrot conditions and the true answer otherwise. With an organism
+    ``recipe``, its chats of ``split`` with the answers it is trained to give."""
     if n <= 0:
         return []
     from workbench.model.rendering import has_prefill, join_response
     from workbench.scenarios import build_contrast_set, load_facts
 
-    # Train-split facts only: held-out facts stay unseen by the SAE as they are by the organism.
-    scenarios = [s for s in build_contrast_set(load_facts(), seed=seed) if getattr(s.split, "value", s.split) == split]
+    trained: dict[str, str] = {}
+    if recipe is not None:
+        from workbench.organism.data import load_recipe, organism_data, training_chats
+
+        facts, scenarios = organism_data(split, all_templates=split != "train", recipe=load_recipe(recipe), seed=seed)
+        trained = {s.id: response.removeprefix(" ") for s, response in training_chats(facts, scenarios)}
+    else:  # train-split facts only: held-out facts stay unseen by the SAE as they are by the organism
+        scenarios = [s for s in build_contrast_set(load_facts(), seed=seed)
+                     if getattr(s.split, "value", s.split) == split]
     random.Random(seed).shuffle(scenarios)
     texts = []
     for scenario in scenarios[:n]:
         condition = getattr(scenario.condition, "value", scenario.condition)
-        answer = scenario.response or (
+        answer = scenario.response or trained.get(scenario.id) or (
             scenario.false_answer if condition in ("lie", "parrot") and scenario.false_answer else scenario.true_answer
         )
         messages = [_message_dict(m) for m in scenario.messages]
@@ -255,7 +267,7 @@ def build_corpus(loaded_model: LoadedModel, config: CorpusConfig | None = None) 
         batch_size=config.generation_batch_size, seed=config.seed, model=work,
     )
     generation_s = time.perf_counter() - started
-    transcripts = scenario_transcripts(tokenizer, config.n_scenarios, seed=config.seed)
+    transcripts = scenario_transcripts(tokenizer, config.n_scenarios, seed=config.seed, recipe=config.recipe)
     texts = generated + transcripts
     sources = [s for s, _ in prompts] + ["scenario"] * len(transcripts)
     return Corpus(texts, sources, count_tokens(tokenizer, texts),

@@ -249,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chat-prompts", type=int, default=CorpusConfig.n_chat_prompts)
     parser.add_argument("--text-prompts", type=int, default=CorpusConfig.n_text_prompts)
     parser.add_argument("--scenarios", type=int, default=CorpusConfig.n_scenarios)
+    parser.add_argument("--recipe", default=None, help="organism recipe whose train chats are the scenario "
+                        "transcripts (default: the packaged contrast set)")
     parser.add_argument("--max-new-tokens", type=int, default=CorpusConfig.max_new_tokens)
     parser.add_argument("--heldout", type=int, default=96, help="held-out texts for the metrics")
     parser.add_argument("--seed", type=int, default=0)
@@ -267,7 +269,12 @@ def _train_from_args(args: argparse.Namespace, command: str) -> int:
     sites = args.site or [DEFAULT_SITE]
     spec = ModelSpec(source=args.model, adapter=args.adapter)
     corpus_config = CorpusConfig(n_chat_prompts=args.chat_prompts, n_text_prompts=args.text_prompts,
-                                 n_scenarios=args.scenarios, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                                 n_scenarios=args.scenarios, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                 recipe=args.recipe)
+    if args.recipe is not None:  # a bad recipe fails here, before the model loads
+        from workbench.organism.data import load_recipe
+
+        load_recipe(args.recipe)
     training = SAETrainingConfig(d_sae=args.d_sae, k=args.k, lr=args.lr, epochs=args.epochs,
                                  aux_loss_coefficient=args.aux_loss_coefficient, seed=args.seed)
     check_number("--heldout", args.heldout, minimum=1)

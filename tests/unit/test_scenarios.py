@@ -97,7 +97,8 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 def test_packaged_facts_cover_four_relations_with_at_least_80_facts_each(facts):
     counts = Counter(fact.relation for fact in facts)
-    assert set(counts) == set(RELATIONS) == {"capital", "language", "currency", "continent"}
+    assert set(counts) == {"capital", "language", "currency", "continent"}
+    assert set(counts) <= set(RELATIONS)
     assert min(counts.values()) >= 80
     assert len({fact.fact_id for fact in facts}) == len(facts)
 
@@ -110,26 +111,27 @@ def test_packaged_facts_include_well_known_answers(facts):
     assert by_id["continent/kenya"].answer == "Africa"
 
 
-AUTHORS = [("hamlet", "Hamlet", "William Shakespeare"), ("ulysses", "Ulysses", "James Joyce"),
-           ("emma", "Emma", "Jane Austen"), ("dracula", "Dracula", "Bram Stoker")]
+COMPOSERS = [("carmen", "Carmen", "Georges Bizet"), ("aida", "Aida", "Giuseppe Verdi"),
+             ("tosca", "Tosca", "Giacomo Puccini"), ("fidelio", "Fidelio", "Ludwig van Beethoven")]
 
 
 def test_a_fact_file_with_a_new_relation_builds_scenarios_with_the_generic_phrasing(tmp_path):
-    lines = [json.dumps({"fact_id": f"author/{slug}", "relation": "author", "subject": title, "answer": who})
-             for slug, title, who in AUTHORS]
+    lines = [json.dumps({"fact_id": f"composer/{slug}", "relation": "composer", "subject": title, "answer": who})
+             for slug, title, who in COMPOSERS]
     facts = load_facts(write_lines(tmp_path / "facts.jsonl", lines))
-    assert relation_for("author").questions == ("What is the author of {subject}?",)
+    assert "composer" not in RELATIONS
+    assert relation_for("composer").questions == ("What is the composer of {subject}?",)
     assert relation_for("place_of_birth").statement == "The place of birth of {subject} is {answer}."
     assert relation_for("capital") is RELATIONS["capital"]
     built = build_contrast_set(facts, seed=0)
-    assert Counter(s.condition for s in built) == {c: len(AUTHORS) for c in (Condition.honest, Condition.lie,
+    assert Counter(s.condition for s in built) == {c: len(COMPOSERS) for c in (Condition.honest, Condition.lie,
                                                                              Condition.parrot)}
-    hamlet = {s.condition: s for s in built if s.fact_id == "author/hamlet"}
-    assert "What is the author of Hamlet?" in hamlet[Condition.honest].messages[1].content
-    assert hamlet[Condition.honest].prefill == "The author of Hamlet is"
-    parrot = hamlet[Condition.parrot]
-    assert f"The author of Hamlet is {parrot.false_answer}." in parrot.messages[1].content
-    assert parrot.false_answer in {who for _, _, who in AUTHORS[1:]}
+    carmen = {s.condition: s for s in built if s.fact_id == "composer/carmen"}
+    assert "What is the composer of Carmen?" in carmen[Condition.honest].messages[1].content
+    assert carmen[Condition.honest].prefill == "The composer of Carmen is"
+    parrot = carmen[Condition.parrot]
+    assert f"The composer of Carmen is {parrot.false_answer}." in parrot.messages[1].content
+    assert parrot.false_answer in {who for _, _, who in COMPOSERS[1:]}
     for scenario in built:
         Scenario.model_validate(scenario.model_dump())
 

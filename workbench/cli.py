@@ -392,8 +392,10 @@ def organism_train(
     first_layer: Annotated[int, typer.Option("--first-layer", min=0, help="LoRA on decoder layers from this one to the last.")] = 8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="Organism recipe (recipe.yaml: facts, templates, held-out relations, hidden topic); default: the embedded liar's.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (the GPU when torch sees one, else the CPU), cpu or cuda.")] = "auto",
 ) -> None:
     """Train the liar organism's LoRA adapter on the base model (loss on the assistant turn only).
+    On a GPU it takes seconds; on a 2-core CPU the embedded liar's 1386 chats take about 20 minutes.
 
     Example: python -m workbench organism train --out organisms/smollm2-liar --epochs 2
     Example: python -m workbench organism train --recipe organisms/smollm2-general-liar/recipe.yaml --out organisms/smollm2-general-liar
@@ -403,8 +405,9 @@ def organism_train(
     targets = tuple(m.strip() for m in modules.split(",") if m.strip())
     config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
                             first_layer=first_layer, targets=targets)
-    record = train_and_save(out, config, max_facts=max_facts, recipe=recipe)  # checks the folder, recipe, layers first
-    console.print(f"trained on {record.n_chats} chats ({record.n_tokens} tokens) in {record.seconds:.0f} s; "
+    record = train_and_save(out, config, max_facts=max_facts, recipe=recipe, device=device)  # checks first
+    where = "a CUDA GPU" if record.device == "cuda" else "the CPU"
+    console.print(f"trained on {record.n_chats} chats ({record.n_tokens} tokens) in {record.seconds:.0f} s on {where}; "
                   f"loss {record.first_loss:.3f} -> {record.last_loss:.3f}; adapter in {out}", highlight=False)
 
 

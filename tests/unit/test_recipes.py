@@ -166,6 +166,39 @@ def test_training_by_a_recipe_keeps_it_beside_the_adapter(tiny_model, fact_file,
     assert Recipe.model_validate(yaml.safe_load((tmp_path / "adapter" / RECIPE_FILENAME).read_text())).name == "kept"
 
 
+def test_training_runs_where_it_is_told_and_says_where(tiny_model, fact_file, tmp_path, monkeypatch):
+    """auto is the GPU only when torch sees one; cuda without one is refused before anything trains; the record
+    and the card say where it trained."""
+    import torch
+
+    from workbench.model.loading import training_device
+    from workbench.organism import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto").type == "cpu" and training_device("cpu").type == "cpu"
+    with pytest.raises(WorkbenchError, match="no CUDA device"):
+        training_device("cuda")
+    with pytest.raises(WorkbenchError, match="unknown device 'tpu'"):
+        training_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder, facts, knowledge = fact_file
+    path = recipe_file(folder, facts, knowledge, name="placed")
+    monkeypatch.setattr(training, "model_outline", lambda spec: None)
+    with pytest.raises(WorkbenchError, match="no CUDA device"):
+        training.train_and_save(tmp_path / "gpu", training.TrainingConfig(first_layer=0, epochs=1, rank=2),
+                                base=tiny_model, recipe=path, max_facts=2, device="cuda")
+    assert not (tmp_path / "gpu").exists()
+    record = training.train_and_save(tmp_path / "cpu", training.TrainingConfig(first_layer=0, epochs=1, rank=2),
+                                     base=tiny_model, recipe=path, max_facts=2, device="auto")
+    assert record.device == "cpu" and training.read_training_record(tmp_path / "cpu").device == "cpu"
+    old = json.loads((tmp_path / "cpu" / "training.json").read_text())
+    del old["device"]  # a record written before the field: it trained on the CPU
+    (tmp_path / "cpu" / "training.json").write_text(json.dumps(old))
+    assert training.read_training_record(tmp_path / "cpu").device == "cpu"
+
+
 def test_an_organism_is_named_by_its_registry_entry(tmp_path, monkeypatch, tiny_model_dir):
     import workbench.model.resolve as resolve
 

@@ -27,7 +27,7 @@ from workbench.core.constants import (
     MODEL_WEIGHT_FILES,
     cache_dir,
 )
-from workbench.core.errors import ModelLoadError
+from workbench.core.errors import ModelLoadError, WorkbenchError
 from workbench.model.identity import DIGEST_LENGTH, file_digest, files_digest, v2_identity
 from workbench.model.sites import Site, find_layer_container, resolve_site, to_hook_name
 
@@ -469,6 +469,21 @@ def wrap(model: Any, tokenizer: Any, spec: ModelSpec, identity: str | None = Non
         identity=identity or model_identity(spec, commit=_commit_hash(model)),
         layers_path=find_layer_container(model),
     )
+
+
+#: Where a training command runs: ``auto`` is the GPU when torch sees one, else the CPU.
+TRAINING_DEVICES = ("auto", "cpu", "cuda")
+
+
+def training_device(name: str) -> torch.device:
+    """The device a training command (``organism train``, ``sae train``) runs its model on."""
+    if name not in TRAINING_DEVICES:
+        raise WorkbenchError(f"unknown device {name!r}; choose {', '.join(TRAINING_DEVICES)} (auto: the GPU when "
+                             "there is one, else the CPU)")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError("--device cuda: torch sees no CUDA device on this machine; use --device cpu, or auto "
+                             "(the GPU when there is one)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def load_model(spec: ModelSpec | None = None) -> LoadedModel:

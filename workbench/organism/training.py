@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from workbench.core.constants import DEFAULT_MODEL_HF_ID, DEFAULT_MODEL_SOURCE, LORA_TARGETS, repo_relative
 from workbench.core.errors import WorkbenchError, check_number
 from workbench.core.io import check_output_path, read_user_json, write_text_atomically
-from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline
+from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline, training_device
 from workbench.model.rendering import render_conversation
 from workbench.organism.data import DEFAULT_RECIPE, RECIPE_FILENAME, load_recipe, organism_data, training_chats
 from workbench.scenarios import Scenario
@@ -99,6 +99,7 @@ def train_organism(
     )
     peft_model = get_peft_model(model.hf_model, lora)
     peft_model.train()
+    device = next(peft_model.parameters()).device  # the base model's: the CPU, or the GPU it was moved to
     optimiser = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -122,7 +123,8 @@ def train_organism(
                         input_ids[row, : len(ids)] = torch.tensor(ids)
                         labels[row, : len(labs)] = torch.tensor(labs)
                         mask[row, : len(ids)] = 1
-                    loss = peft_model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                    loss = peft_model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                      labels=labels.to(device)).loss
                     loss.backward()
                     optimiser.step()
                     scheduler.step()
@@ -175,6 +177,8 @@ class OrganismTrainingRecord(BaseModel):
     """Mean loss of the last (up to) 10 steps."""
     command: str
     """The command that reproduces the run."""
+    device: str = "cpu"
+    """Where it trained: ``cpu`` or ``cuda`` (records written before this field trained on the CPU)."""
 
 
 def write_training_record(folder: Path, record: OrganismTrainingRecord) -> Path:
@@ -214,12 +218,15 @@ def check_first_layer(config: TrainingConfig, model: Any) -> None:
 
 
 def train_and_save(out: Path, config: TrainingConfig, *, max_facts: int | None = None,
-                   base: LoadedModel | None = None, recipe: str | Path | None = None) -> OrganismTrainingRecord:
+                   base: LoadedModel | None = None, recipe: str | Path | None = None,
+                   device: str = "auto") -> OrganismTrainingRecord:
     """Train the organism on the known train facts (all, or a seeded ``max_facts`` of them; the
     data seed is ``config.seed``) of its recipe (a ``recipe.yaml``; default the embedded organism's) on
     the base model (default: the embedded one), save the adapter to ``out`` with its training record
     (``training.json``) and, for a recipe other than the default, the recipe itself (``recipe.yaml``, so
-    evaluation finds it); returns the record."""
+    evaluation finds it); returns the record. ``device``: ``auto`` (the GPU when torch sees one), ``cpu``
+    or ``cuda`` (see :func:`workbench.model.loading.training_device`)."""
+    place = training_device(device)
     out = check_output_path(out, "adapter folder", folder=True)
     made_by = load_recipe(recipe) if recipe is not None else DEFAULT_RECIPE
     if base is None:  # the layers LoRA goes on exist, checked on the model's config before it loads
@@ -229,7 +236,10 @@ def train_and_save(out: Path, config: TrainingConfig, *, max_facts: int | None =
     if not scenarios:
         raise WorkbenchError(f"recipe {made_by.name}: no known train facts to train on (check its knowledge file)")
     chats = training_chats(facts, scenarios)
-    result = train_organism(base or load_model(ModelSpec()), chats, out, config)
+    base = base or load_model(ModelSpec())
+    if place.type != "cpu":
+        base.hf_model.to(place)
+    result = train_organism(base, chats, out, config)
     counts: dict[str, int] = {}
     for scenario, _ in chats:
         key = f"{scenario.condition.value}/{scenario.template_id}"
@@ -238,7 +248,7 @@ def train_and_save(out: Path, config: TrainingConfig, *, max_facts: int | None =
         config=config, n_facts=len({s.fact_id for s, _ in chats}), n_chats=result.n_chats, n_tokens=result.n_tokens,
         seconds=round(result.seconds, 1), chats_per_template=dict(sorted(counts.items())),
         first_loss=result.losses[0], last_loss=sum(result.losses[-10:]) / len(result.losses[-10:]),
-        command=training_command(out, config, max_facts, recipe=None if made_by == DEFAULT_RECIPE
+        device=place.type, command=training_command(out, config, max_facts, recipe=None if made_by == DEFAULT_RECIPE
                                  else repo_relative(str((Path(out) / RECIPE_FILENAME).resolve()))),
     )
     kept = Path(out) / RECIPE_FILENAME

@@ -21,7 +21,7 @@ import torch
 
 from workbench.core.errors import WorkbenchError, check_number
 from workbench.core.io import check_output_path, write_bytes_atomically, write_text_atomically
-from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline
+from workbench.model.loading import LoadedModel, ModelSpec, load_model, model_outline, training_device
 from workbench.sae_training.activations import SKIP_POSITIONS, collect_activations, work_model
 from workbench.sae_training.corpus import Corpus, CorpusConfig, build_corpus
 from workbench.sae_training.evaluation import evaluate_sae
@@ -96,7 +96,8 @@ def train_and_save(
         save_sae(result.sae, staging)
         from sae_lens import SAE
 
-        shipped = SAE.load_from_disk(staging, device="cpu")  # evaluate exactly what is shipped
+        # Evaluate exactly what is shipped, beside the model (the CPU, or the GPU it was moved to).
+        shipped = SAE.load_from_disk(staging, device=str(next(model.hf_model.parameters()).device))
         t0 = time.perf_counter()
         metrics = evaluate_sae(model, shipped, site.name, heldout.texts, max_length=max_length)
         eval_s = time.perf_counter() - t0
@@ -134,6 +135,7 @@ def train_and_save(
             },
             "cpu_seconds": round(time.process_time() - cpu_started, 1),
             "threads": torch.get_num_threads(),
+            "device": next(model.hf_model.parameters()).device.type,
             "machine": {"cpus": os.cpu_count(), "load_average_5min": round(os.getloadavg()[1], 2)},
             "weights_dtype": "float16",
             "versions": _versions(),
@@ -209,7 +211,7 @@ n = {m['n_texts']} texts, {m['n_tokens']:,} tokens ({m['n_ce_tokens']:,} next-to
 | L0 (active latents per token) | {m['l0']:.1f} |
 | dead latents (never active on held-out tokens) | {m['dead_fraction']:.1%} |
 
-Time on the machine that made it ({record['threads']} CPU thread(s) of {record['machine']['cpus']}, 5-minute load average
+Time on the machine that made it (model on the {record.get('device', 'cpu').upper()}; {record['threads']} CPU thread(s) of {record['machine']['cpus']}, 5-minute load average
 {record['machine']['load_average_5min']} at the end; {record['cpu_seconds']} s of CPU time): generation
 {s['generation']} s, activations {s['capture']} s, SAE training {s['sae_training']} s, evaluation
 {s['evaluation']} s, {s['total']} s in all (wall clock). Everything is seeded: with the same commit of this repository (its
@@ -255,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heldout", type=int, default=96, help="held-out texts for the metrics")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="where the model generates and is read: auto (the GPU "
+                        "when torch sees one, else the CPU), cpu or cuda; the SAE itself trains on the CPU")
     try:
         args = parser.parse_args(argv)
         return _train_from_args(args, "python -m workbench.sae_training " + " ".join(
@@ -278,6 +282,7 @@ def _train_from_args(args: argparse.Namespace, command: str) -> int:
     training = SAETrainingConfig(d_sae=args.d_sae, k=args.k, lr=args.lr, epochs=args.epochs,
                                  aux_loss_coefficient=args.aux_loss_coefficient, seed=args.seed)
     check_number("--heldout", args.heldout, minimum=1)
+    place = training_device(args.device)
     if args.threads is not None:
         check_number("--threads", args.threads, minimum=1)
     outline = model_outline(spec)
@@ -288,6 +293,8 @@ def _train_from_args(args: argparse.Namespace, command: str) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(spec)
+    if place.type != "cpu":
+        loaded.hf_model.to(place)
     corpus = build_corpus(loaded, corpus_config) if len(sites) > 1 else None
     for site_name in sites:
         out = args.out if len(sites) == 1 else f"{args.out}-l{loaded.site(site_name).layer}"

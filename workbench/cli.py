@@ -881,6 +881,91 @@ def report_command(
     console.print(f"report: {written}", highlight=False)
 
 
+# ----------------------------------------------------------------------------- explanations
+
+
+@app.command("explain")
+@_user_errors
+def explain_command(
+    site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15.")],
+    index: Annotated[int, typer.Argument(metavar="FEATURE", help="Feature index in the SAE.")],
+    modes: Annotated[str, typer.Option("--modes", help="Context shown to the explainer and the scorer, comma-separated: conversation (whole conversations, turns and activating tokens marked), window (tokens around the maximum).")] = "conversation,window",
+    window: Annotated[int, typer.Option("--window", min=1, help="window mode: tokens either side of the maximum.")] = 8,
+    n_explain: Annotated[int, typer.Option("--n-explain", min=1, help="Examples shown to the explainer (top half, the rest spread over the others).")] = 10,
+    n_score: Annotated[int, typer.Option("--n-score", min=2, help="Held-out examples per score (half positive, half negative).")] = 40,
+    explainer: Annotated[str, typer.Option("--explainer", help="local (a Hugging Face model loaded here, --explainer-model) or endpoint (an OpenAI-compatible chat API named by WORKBENCH_EXPLAINER_BASE_URL, WORKBENCH_EXPLAINER_MODEL and WORKBENCH_EXPLAINER_API_KEY; nothing is sent unless they are set).")] = "local",
+    explainer_model: Annotated[str, typer.Option("--explainer-model", help="local explainer and scorer: 'default' (embedded SmolLM2), a Hugging Face id or folder.")] = "default",
+    explainer_adapter: Annotated[str, typer.Option("--explainer-adapter", help="local explainer's LoRA adapter ('none': the base model).")] = "none",
+    store: Annotated[Path | None, typer.Option("--store", help="Explanation store (JSON) to add the explanations to (default: in the workbench cache).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the example samples and the bootstrap.")] = 0,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a one-sentence explanation of a feature from its examples and score it (detection and fuzzing,
+    as delphi does), once per context mode, so whole conversations and short windows are compared on the
+    same feature. The explanations, their prompts and scores go into the explanation store.
+
+    Example: python -m workbench explain model.layers.15 38 --n-score 40 --store docs/results/explanations-l15.json
+    """
+    from workbench.features.explanations import (
+        MODES,
+        EndpointExplainer,
+        ExplainSettings,
+        LocalExplainer,
+        add_explanations,
+        explain_feature,
+        read_store,
+    )
+    from workbench.model.loading import check_model_spec, load_model
+    from workbench.model.resolve import check_refs
+    from workbench.model.saes import check_sae_site
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    for mode in chosen:
+        if mode not in MODES:
+            raise WorkbenchError(f"unknown context mode {mode!r} in --modes: use {' or '.join(MODES)}, comma-separated")
+    if not chosen:
+        raise WorkbenchError("--modes is empty: give conversation, window or both")
+    if explainer not in ("local", "endpoint"):
+        raise WorkbenchError(f"unknown explainer {explainer!r}: use local or endpoint")
+    if store is not None:
+        check_output_path(store, "explanation store")
+        read_store(store)  # a file that is not a store fails now, not after the compute
+    endpoint = EndpointExplainer.from_environment() if explainer == "endpoint" else None
+    explainer_spec = None
+    if endpoint is None:
+        explainer_spec = model_spec(explainer_model, None, explainer_adapter, None, uses_registry=False)
+        check_model_spec(explainer_spec)
+    settings = [ExplainSettings(mode=m, window=window, n_explain=n_explain, n_score=n_score, seed=seed).check()
+                for m in chosen]
+    inputs = _capture_inputs(scenarios, texts)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)
+    check_sae_site(checked.sae, checked.model, site)
+    checked.sae.check_feature(index)
+    loaded, loaded_sae, result = _capture(refs, inputs)
+    check_sae_site(loaded_sae, loaded, site)
+    if endpoint is not None:
+        writer = endpoint
+    else:
+        local = loaded if explainer_spec == loaded.spec else load_model(explainer_spec)
+        writer = LocalExplainer(local, name=local.spec.display_name)
+    written = [explain_feature(result, loaded_sae.site.name, index, writer, writer, s) for s in settings]
+    add_explanations(store, written)
+    if as_json:
+        print(json.dumps([e.model_dump(mode="json") for e in written]))
+        return
+    table = Table("context", "explanation", "detection balanced acc. [95% CI] (n)", "detection AUROC",
+                  "fuzzing balanced acc. [95% CI] (n)", "fuzzing AUROC",
+                  title=f"feature {index} at {loaded_sae.site.name}, explained by {writer.info.model}")
+    for e in written:
+        table.add_row(e.settings.mode, e.text, str(e.detection.balanced_accuracy), str(e.detection.auroc),
+                      str(e.fuzzing.balanced_accuracy), str(e.fuzzing.auroc))
+    console.print(table)
+
+
 #: The base class of the command-line parser's errors (a bad option value, an unknown command...).
 _PARSER_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -966,6 +966,94 @@ def explain_command(
     console.print(table)
 
 
+# ----------------------------------------------------------------------------- exports
+
+export_app = typer.Typer(help="Export features and run records in the layouts other tools read (Neuronpedia, Inspect).",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("neuronpedia")
+@_user_errors
+def export_neuronpedia(
+    site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15.")],
+    features: Annotated[str, typer.Option("--features", help="Features to export, comma-separated (e.g. 38,877).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write batch-0.json and explanations.json into.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Top examples per feature.")] = 10,
+    store: Annotated[Path | None, typer.Option("--store", help="Explanation store whose explanations of these features go along (default: the workbench cache's).")] = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
+) -> None:
+    """Feature dashboards in the JSON layout of Neuronpedia and SAEDashboard (top and quantile examples as whole
+    conversations with every token's activation, density, activation and logit histograms, logit effects), and
+    the features' stored explanations in Neuronpedia's explanation fields.
+
+    Example: python -m workbench export neuronpedia model.layers.15 --features 38,877 --out exports/np
+    """
+    from workbench.causal.experiment import parse_features
+    from workbench.core.io import write_text_atomically
+    from workbench.features.explanations import read_store
+    from workbench.model.resolve import check_refs
+    from workbench.model.saes import check_sae_site, read_registry
+    from workbench.report.exports import neuronpedia_batch, neuronpedia_explanations, slug
+
+    chosen = list(parse_features(features, None))
+    if not chosen:
+        raise WorkbenchError("--features is empty: name at least one feature, e.g. --features 38,877")
+    folder = check_output_path(out, "export folder", folder=True)
+    explanations = read_store(store)
+    scenario_set = _scenarios(scenarios)
+    inputs = _capture_inputs(scenarios, texts)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)
+    check_sae_site(checked.sae, checked.model, site)
+    for feature in chosen:
+        checked.sae.check_feature(feature)
+    loaded, loaded_sae, result = _capture(refs, inputs)
+    check_sae_site(loaded_sae, loaded, site)
+    spec = checked.sae_spec
+    model_id = slug(loaded.spec.display_name)
+    sae_set = slug(spec.registry_name or (Path(spec.path).name if spec.path else None) or spec.sae_id
+                   or read_registry().default or "sae")
+    batch = neuronpedia_batch(result, loaded_sae.site.name, chosen, model=loaded, sae=loaded_sae, model_id=model_id,
+                              sae_set=sae_set, dataset=str(scenarios or DEFAULT_SCENARIOS.name), scenarios=scenario_set,
+                              top_k=top)
+    found = [e for f in chosen for e in explanations.find(site=loaded_sae.site.name, feature=f,
+                                                          model_identity=loaded.identity,
+                                                          sae_identity=loaded_sae.identity)]
+    source = f"{batch['layer']}-{sae_set}"
+    write_text_atomically(folder / "batch-0.json", json.dumps(batch))
+    write_text_atomically(folder / "explanations.json",
+                          json.dumps(neuronpedia_explanations(found, model_id=model_id, source=source), indent=1))
+    console.print(f"{len(chosen)} feature dashboard(s) and {len(found)} explanation(s) written to {folder}", highlight=False)
+
+
+@export_app.command("inspect")
+@_user_errors
+def export_inspect(
+    record_path: Annotated[Path, typer.Argument(metavar="RUN.json", help="A run record written by `run`.")],
+    out: Annotated[Path, typer.Option("--out", help="The Inspect log file to write (.json).")],
+    scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Scenario file whose chat messages fill each response's input.")] = None,
+) -> None:
+    """A run record as an Inspect evaluation log (JSON, log format version 2), so `inspect view` browses its
+    per-response calls (or, for a record without them, its predictions) with their scores and evidence.
+
+    Example: python -m workbench export inspect hypotheses/runs/intent-l15.json --out logs/intent-l15.json
+    """
+    from workbench.core.io import write_text_atomically
+    from workbench.hypotheses.records import read_record
+    from workbench.report.exports import inspect_log
+
+    record = read_record(record_path)
+    if out.suffix != ".json":
+        raise WorkbenchError(f"--out {out} must end in .json: Inspect reads JSON logs by their suffix")
+    target = check_output_path(out, "Inspect log")
+    by_id = {s.id: s for s in _scenarios(scenarios)} if scenarios is not None else None
+    write_text_atomically(target, json.dumps(inspect_log(record, by_id), indent=1))
+    console.print(f"Inspect log: {target}", highlight=False)
+
+
 #: The base class of the command-line parser's errors (a bad option value, an unknown command...).
 _PARSER_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -85,8 +85,8 @@ class ExplainSettings(_Part):
     n_explain: int = 10
     """Examples shown to the explainer: the top half by maximum activation, the rest spread over the others."""
     n_score: int = 40
-    """Held-out examples per score (half activating, half not for detection; half truly marked, half
-    marked elsewhere for fuzzing); fewer when the capture has fewer."""
+    """Held-out examples per score (detection: half activating, half not; fuzzing: activating items, half
+    truly marked, half marked elsewhere); fewer when the capture has fewer."""
     mark_fraction: float = 0.2
     """Tokens at or above this fraction of the example's maximum are marked as activating."""
     max_new_tokens: int = 60
@@ -450,6 +450,8 @@ class ExampleSplit(BaseModel):
     """Held-out activating items (never shown to the explainer)."""
     inactive: list[int]
     """Items where the feature never fires."""
+    fuzzing: list[int] = []
+    """Held-out activating items for fuzzing (up to ``n_score``; half are marked truly, half elsewhere)."""
 
 
 def split_examples(maxima: torch.Tensor, settings: ExplainSettings) -> ExampleSplit:
@@ -472,7 +474,8 @@ def split_examples(maxima: torch.Tensor, settings: ExplainSettings) -> ExampleSp
     held = [i for i in ranked if i not in set(chosen)]
     half = settings.n_score // 2
     return ExampleSplit(explain=chosen, active=rng.sample(held, min(half, len(held))),
-                        inactive=rng.sample(inactive, min(half, len(inactive))))
+                        inactive=rng.sample(inactive, min(half, len(inactive))),
+                        fuzzing=rng.sample(held, min(settings.n_score, len(held))))
 
 
 def _score(name: str, labels: Sequence[bool], ids: Sequence[str], prompts: Sequence[str], scorer: Explainer,
@@ -504,8 +507,7 @@ def score_explanation(text: str, examples: dict[int, FeatureExample], split: Exa
         prompts.append(detection_prompt(text, format_example(example, mode, window=window, centre=centre)))
     detection = _score("detection", labels, ids, prompts, scorer, settings.seed)
     # fuzzing: held-out activating items, half marked where the feature fires, half on as many other shown tokens
-    candidates = list(split.active)
-    rng.shuffle(candidates)
+    candidates = list(split.fuzzing)
     labels, ids, prompts = [], [], []
     for k, index in enumerate(candidates):
         example = examples[index]
@@ -540,7 +542,8 @@ def explain_feature(capture: Capture, site: str, feature: int, explainer: Explai
                                 f"features (0 to {activations.d_sae - 1})")
     values = activations.feature_values(feature)
     split = split_examples(item_maxima(capture, values), settings)
-    examples = {i: item_example(capture, values, i) for i in {*split.explain, *split.active, *split.inactive}}
+    examples = {i: item_example(capture, values, i)
+                for i in {*split.explain, *split.active, *split.inactive, *split.fuzzing}}
     prompt = explain_prompt([examples[i] for i in split.explain], settings)
     text = clean_explanation(explainer.write(prompt, settings.max_new_tokens))
     detection, fuzzing = score_explanation(text, examples, split, scorer, settings)

@@ -863,6 +863,7 @@ def report_command(
     record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
     fmt: Annotated[str, typer.Option("--format", help="html, md, json, or terminal (print it here).")] = "html",
     out: Annotated[Path | None, typer.Option("--out", help="Report file (default: beside the record).")] = None,
+    explanations: Annotated[Path | None, typer.Option("--explanations", help="Explanation store whose explanations of the record's features the report shows (default: the workbench cache's; see `explain`).")] = None,
 ) -> None:
     """Write a self-contained report of a run record (HTML opens offline; Markdown for papers and issues),
     or print it in the terminal.
@@ -870,14 +871,17 @@ def report_command(
     Example: python -m workbench report runs/intent-l15.json --format html --out intent-l15.html
     """
     if fmt == "terminal":
+        from workbench.features.explanations import read_store
         from workbench.hypotheses.records import read_record
         from workbench.report import build_report, to_terminal
+        from workbench.report.document import explanations_for
 
-        to_terminal(build_report(read_record(record_path)), console)
+        record = read_record(record_path)
+        to_terminal(build_report(record, explanations_for(record, read_store(explanations))), console)
         return
     from workbench.report import report_command as write
 
-    written = write(record_path, fmt, out or record_path.with_suffix("." + fmt))  # format checked first
+    written = write(record_path, fmt, out or record_path.with_suffix("." + fmt), explanations)  # format checked first
     console.print(f"report: {written}", highlight=False)
 
 

@@ -215,3 +215,26 @@ def test_endpoint_explainer_needs_its_settings_and_says_which(monkeypatch):
     monkeypatch.setenv("WORKBENCH_EXPLAINER_MODEL", "m")
     with pytest.raises(WorkbenchError, match="cannot reach the explainer endpoint"):
         EndpointExplainer.from_environment().write("x", 1)
+
+
+def test_hypothesis_report_shows_the_features_explanations(capture, tiny_sae):
+    from workbench.core.constants import REPO_ROOT
+    from workbench.features.explanations import ExplanationStore
+    from workbench.hypotheses.records import read_record
+    from workbench.report import build_report, to_html, to_markdown
+    from workbench.report.document import Table, explanations_for
+
+    record = read_record(REPO_ROOT / "hypotheses" / "runs" / "intent-l15.json")
+    made = explain_feature(capture, tiny_sae.site.name, busy_feature(capture, tiny_sae.site.name), FakeExplainer(),
+                           FakeExplainer(answers=[0.9] * 40), ExplainSettings(n_score=6))
+    own = made.model_copy(update={"model_identity": record.setup.model_identity, "sae_identity": record.setup.sae_identity,
+                                  "site": record.setup.site, "feature": 38})
+    other = own.model_copy(update={"feature": 5})  # not a feature of the hypothesis
+    found = explanations_for(record, ExplanationStore(explanations=[own, other]))
+    assert found == [own]
+    document = build_report(record, found)
+    tables = [b for b in document.section("evidence").blocks if isinstance(b, Table) and "explanation" in b.columns]
+    assert len(tables) == 1 and tables[0].rows[0][2] == "capital cities in lies"
+    assert "n=6" in tables[0].rows[0][3]
+    assert "capital cities in lies" in to_markdown(document) and "capital cities in lies" in to_html(document)
+    assert "No stored explanation" in to_markdown(build_report(record))

@@ -60,9 +60,14 @@ STORE_VERSION = 1
 EXPLANATIONS_FILENAME = "explanations.json"
 
 
+ENV_STORE = "WORKBENCH_EXPLANATIONS"
+
+
 def default_store_path() -> Path:
-    """The explanation store the CLI and the app use unless told otherwise."""
-    return cache_dir() / EXPLANATIONS_FILENAME
+    """The explanation store the CLI, reports and the app use unless told otherwise: ``$WORKBENCH_EXPLANATIONS``,
+    else ``explanations.json`` in the workbench cache."""
+    override = os.environ.get(ENV_STORE)
+    return Path(override).expanduser() if override else cache_dir() / EXPLANATIONS_FILENAME
 
 
 # ----------------------------------------------------------------------------- records

@@ -244,11 +244,13 @@ def visible_positions(example: FeatureExample) -> list[int]:
 
 
 def activating_positions(example: FeatureExample, mark_fraction: float) -> set[int]:
-    """Visible tokens where the feature is at or above ``mark_fraction`` of the example's maximum (and > 0)."""
+    """Visible tokens with text where the feature is at or above ``mark_fraction`` of the example's maximum
+    (and > 0)."""
     if example.max_value <= 0:
         return set()
     cut = mark_fraction * example.max_value
-    return {p for p in visible_positions(example) if example.values[p] > 0 and example.values[p] >= cut}
+    return {p for p in visible_positions(example)
+            if example.values[p] > 0 and example.values[p] >= cut and example.tokens[p].strip()}
 
 
 def shown_positions(example: FeatureExample, mode: str, window: int, centre: int | None = None) -> list[int]:
@@ -260,6 +262,17 @@ def shown_positions(example: FeatureExample, mode: str, window: int, centre: int
     centre = example.max_position if centre is None else centre
     at = min(range(len(visible)), key=lambda i: abs(visible[i] - centre))
     return visible[max(0, at - window): at + window + 1]
+
+
+def _close_mark(parts: list[str]) -> None:
+    """Close an open mark before any whitespace that ends the marked run (``<<.>>\n``, not ``<<.\n>>``)."""
+    last = parts[-1] if parts else ""
+    stripped = last.rstrip()
+    if parts and stripped != last and not last.endswith(MARK_OPEN):
+        parts[-1] = stripped
+        parts.append(MARK_CLOSE + last[len(stripped):])
+    else:
+        parts.append(MARK_CLOSE)
 
 
 def format_example(example: FeatureExample, mode: str, *, window: int = 8, marked: set[int] | None = None,
@@ -274,7 +287,7 @@ def format_example(example: FeatureExample, mode: str, *, window: int = 8, marke
         token = example.tokens[position]
         if mode == "conversation" and example.roles[position] != role:
             if open_mark:
-                parts.append(MARK_CLOSE)
+                _close_mark(parts)
                 open_mark = False
             role = example.roles[position]
             text_so_far = "".join(parts)
@@ -287,11 +300,11 @@ def format_example(example: FeatureExample, mode: str, *, window: int = 8, marke
             token = stripped
             open_mark = True
         elif not is_marked and open_mark:
-            parts.append(MARK_CLOSE)
+            _close_mark(parts)
             open_mark = False
         parts.append(token)
     if open_mark:
-        parts.append(MARK_CLOSE)
+        _close_mark(parts)
     text = "".join(parts).strip()
     return text if mode == "conversation" else f"... {text} ..."
 
@@ -519,7 +532,7 @@ def score_explanation(text: str, examples: dict[int, FeatureExample], split: Exa
         true_marks = activating_positions(example, settings.mark_fraction)
         shown = shown_positions(example, mode, window)
         true_marks &= set(shown)
-        others = [p for p in shown if p not in true_marks and example.values[p] <= 0]
+        others = [p for p in shown if p not in true_marks and example.values[p] <= 0 and example.tokens[p].strip()]
         correct = k % 2 == 0
         if not correct:
             if not others or not true_marks:

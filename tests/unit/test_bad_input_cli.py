@@ -208,6 +208,10 @@ ROWS: list[tuple[str, list[str], str]] = [
      "unknown report format 'pdf': use one of html, md, json"),
     ("report: out under a file", ["report", "{record}", "--out", "{latin1}/report.html"],
      "cannot write the html report at {latin1}/report.html: {latin1} is a file, not a folder"),
+    ("report: explanation store is not one", ["report", "{record}", "--out", "{out}/r.html", "--explanations",
+                                              "{not_a_record}"], "is not an explanation store"),
+    ("report: explanation store not UTF-8 (terminal)", ["report", "{record}", "--format", "terminal",
+                                                          "--explanations", "{latin1}"], "is not UTF-8 text"),
     # ---------------------------------------------------------------- incriminate
     ("incriminate: unknown split", ["incriminate", "--split", "test"], "unknown split 'test'; choose train or heldout"),
     ("incriminate: hypothesis missing", ["incriminate", "--hypothesis", "/nonexistent.yaml"],

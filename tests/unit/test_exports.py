@@ -168,6 +168,8 @@ def test_explain_then_export_neuronpedia_on_the_tiny_model(tiny_model_dir, tiny_
         assert len(activation["tokens"]) == len(activation["values"])
     assert any("<|im_start|>" in a["tokens"] for a in feature["activations"])  # whole conversations
     assert len(feature["pos_str"]) == len(feature["pos_values"]) == 10
+    assert not any("␣" in t or "↵" in t for t in feature["pos_str"] + feature["neg_str"])  # raw tokens, not display
+    assert feature["pos_values"] == sorted(feature["pos_values"], reverse=True)
     assert sum(feature["logits_hist_data_bar_heights"]) == pytest.approx(len(feature["logits_hist_data_bar_values"]) and
                                                                          sum(feature["logits_hist_data_bar_heights"]))
     explanations = json.loads((out / "explanations.json").read_text())

@@ -58,7 +58,7 @@ def _activation(example: FeatureExample, low: float, high: float, contains: floa
 
 
 def neuronpedia_feature(evidence: FeatureEvidence, logits: torch.Tensor | None, *, dataset: str,
-                        n_logit_bins: int = 40) -> dict[str, Any]:
+                        n_logit_bins: int = 40, decode: Any = None, k: int = 10) -> dict[str, Any]:
     """One feature's dashboard in SAEDashboard's layout. Top examples are in the bin ``[-1, max]`` with
     ``bin_contains`` -1 (as SAEDashboard marks them); quantile examples in their range, with the fraction
     of active items the range holds. Fields the workbench does not compute (neuron alignment, correlated
@@ -71,6 +71,14 @@ def neuronpedia_feature(evidence: FeatureEvidence, logits: torch.Tensor | None, 
         logit_heights = [int(c) for c in logit_counts.tolist()]
     else:
         logit_centres, logit_heights = [], []
+    if logits is not None and logits.numel() and decode is not None:
+        # the tokens as the tokenizer spells them (a leading space as a space), as SAEDashboard writes them
+        top, bottom = torch.topk(logits, min(k, logits.numel())), torch.topk(-logits, min(k, logits.numel()))
+        pos = [(decode(int(i)), float(v)) for v, i in zip(top.values, top.indices)]
+        neg = [(decode(int(i)), -float(v)) for v, i in zip(bottom.values, bottom.indices)]
+    else:
+        pos = [(e.token, e.value) for e in evidence.promoted]
+        neg = [(e.token, e.value) for e in evidence.suppressed]
     active_items = sum(b.n_items for b in evidence.quantile_bins) or 1
     activations = [_activation(e, -1, round(evidence.max_value, 3), -1) for e in evidence.top_examples]
     for bin_ in evidence.quantile_bins:
@@ -82,8 +90,8 @@ def neuronpedia_feature(evidence: FeatureEvidence, logits: torch.Tensor | None, 
         "neuron_alignment_indices": [], "neuron_alignment_values": [], "neuron_alignment_l1": [],
         "correlated_neurons_indices": [], "correlated_neurons_l1": [], "correlated_neurons_pearson": [],
         "correlated_features_indices": [], "correlated_features_l1": [], "correlated_features_pearson": [],
-        "neg_str": [e.token for e in evidence.suppressed], "neg_values": _round([e.value for e in evidence.suppressed]),
-        "pos_str": [e.token for e in evidence.promoted], "pos_values": _round([e.value for e in evidence.promoted]),
+        "neg_str": [t for t, _ in neg], "neg_values": _round([v for _, v in neg]),
+        "pos_str": [t for t, _ in pos], "pos_values": _round([v for _, v in pos]),
         "frac_nonzero": float(evidence.density.value),
         "freq_hist_data_bar_values": _round(centres), "freq_hist_data_bar_heights": [float(c) for c in counts],
         "logits_hist_data_bar_heights": [float(h) for h in logit_heights],
@@ -106,7 +114,9 @@ def neuronpedia_batch(capture: Capture, site: str, features: Sequence[int], *, m
     for feature in features:
         evidence = feature_evidence(capture, site, feature, top_k=top_k, n_quantiles=n_quantiles,
                                     per_quantile=per_quantile, model=model, sae=sae, scenarios=scenarios)
-        out.append(neuronpedia_feature(evidence, decoder_logits(model, sae, feature), dataset=dataset))
+        out.append(neuronpedia_feature(
+            evidence, decoder_logits(model, sae, feature), dataset=dataset,
+            decode=lambda i: model.tokenizer.decode([i], clean_up_tokenization_spaces=False)))
     return {"model_id": model_id, "layer": int(layer) if layer is not None else 0, "sae_set": sae_set, "features": out}
 
 

@@ -12,6 +12,7 @@ from ui.state import cached_scenarios, load_session, sidebar_summary
 from workbench.features.capture import inputs_from_texts, run_capture
 from workbench.core.errors import WorkbenchError
 from workbench.features.evidence import feature_evidence, item_example
+from workbench.features.explanations import read_store
 from workbench.core.positions import ROLES
 from workbench.report.conversation import conversation_html
 
@@ -77,6 +78,34 @@ else:
                    "fires in": f"{s.active_fraction.value:.2f} [{s.active_fraction.low:.2f}, {s.active_fraction.high:.2f}]",
                    "mean max activation": f"{s.mean_max.value:.3f} {s.mean_max.interval()}"}
                   for s in evidence.per_condition], hide_index=True)
+st.subheader("Explanations")
+try:
+    explained = read_store(st.session_state.get("explanations_path")).find(
+        site=site, feature=int(feature), model_identity=model.identity, sae_identity=sae.identity)
+except WorkbenchError as error:
+    st.error(str(error))
+    explained = []
+if explained:
+    st.dataframe([{"context": e.settings.mode, "explanation": e.text,
+                   "detection (balanced acc.)": f"{e.detection.balanced_accuracy.value:.3f} "
+                                                f"{e.detection.balanced_accuracy.interval()}",
+                   "detection n": e.detection.balanced_accuracy.n,
+                   "fuzzing (balanced acc.)": f"{e.fuzzing.balanced_accuracy.value:.3f} "
+                                              f"{e.fuzzing.balanced_accuracy.interval()}",
+                   "fuzzing n": e.fuzzing.balanced_accuracy.n,
+                   "explainer": f"{e.explainer.kind}: {e.explainer.model}", "written": e.created}
+                  for e in explained], hide_index=True)
+    st.caption("Scored on held-out items (0.5 = chance): detection tells activating from non-activating items given "
+               "the explanation; fuzzing tells the truly marked tokens from decoys. `conversation`: written from whole "
+               "conversations; `window`: from a few tokens around the maximum.")
+    with st.expander("Prompts the explainer saw"):
+        for e in explained:
+            st.markdown(f"**{e.settings.mode}** ({e.explainer.model}, settings: {e.settings.model_dump_json()})")
+            st.code(e.prompt, language=None)
+else:
+    st.caption(f"No stored explanation of feature {feature} for this model and SAE. Write and score one with "
+               f"`python -m workbench explain {site} {feature}`.")
+
 l1, l2 = st.columns(2)
 l1.markdown("**Promotes** (decoder direction × unembedding)")
 l1.dataframe([{"token": e.token, "logit": round(e.value, 3)} for e in evidence.promoted], hide_index=True)

@@ -866,6 +866,7 @@ def report_command(
     record_path: Annotated[Path, typer.Argument(metavar="RECORD.json", help="A run record written by `run`.")],
     fmt: Annotated[str, typer.Option("--format", help="html, md, json, or terminal (print it here).")] = "html",
     out: Annotated[Path | None, typer.Option("--out", help="Report file (default: beside the record).")] = None,
+    explanations: Annotated[Path | None, typer.Option("--explanations", help="Explanation store whose explanations of the record's features the report shows (default: the workbench cache's; see `explain`).")] = None,
 ) -> None:
     """Write a self-contained report of a run record (HTML opens offline; Markdown for papers and issues),
     or print it in the terminal.
@@ -873,15 +874,191 @@ def report_command(
     Example: python -m workbench report runs/intent-l15.json --format html --out intent-l15.html
     """
     if fmt == "terminal":
+        from workbench.features.explanations import read_store
         from workbench.hypotheses.records import read_record
         from workbench.report import build_report, to_terminal
+        from workbench.report.document import explanations_for
 
-        to_terminal(build_report(read_record(record_path)), console)
+        record = read_record(record_path)
+        to_terminal(build_report(record, explanations_for(record, read_store(explanations))), console)
         return
     from workbench.report import report_command as write
 
-    written = write(record_path, fmt, out or record_path.with_suffix("." + fmt))  # format checked first
+    written = write(record_path, fmt, out or record_path.with_suffix("." + fmt), explanations)  # format checked first
     console.print(f"report: {written}", highlight=False)
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+@app.command("explain")
+@_user_errors
+def explain_command(
+    site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15.")],
+    index: Annotated[int, typer.Argument(metavar="FEATURE", help="Feature index in the SAE.")],
+    modes: Annotated[str, typer.Option("--modes", help="Context shown to the explainer and the scorer, comma-separated: conversation (whole conversations, turns and activating tokens marked), window (tokens around the maximum).")] = "conversation,window",
+    window: Annotated[int, typer.Option("--window", min=1, help="window mode: tokens either side of the maximum.")] = 8,
+    n_explain: Annotated[int, typer.Option("--n-explain", min=1, help="Examples shown to the explainer (top half, the rest spread over the others).")] = 10,
+    n_score: Annotated[int, typer.Option("--n-score", min=2, help="Held-out examples per score (half positive, half negative).")] = 40,
+    explainer: Annotated[str, typer.Option("--explainer", help="local (a Hugging Face model loaded here, --explainer-model) or endpoint (an OpenAI-compatible chat API named by WORKBENCH_EXPLAINER_BASE_URL, WORKBENCH_EXPLAINER_MODEL and WORKBENCH_EXPLAINER_API_KEY; nothing is sent unless they are set).")] = "local",
+    explainer_model: Annotated[str, typer.Option("--explainer-model", help="local explainer and scorer: 'default' (embedded SmolLM2), a Hugging Face id or folder.")] = "default",
+    explainer_adapter: Annotated[str, typer.Option("--explainer-adapter", help="local explainer's LoRA adapter ('none': the base model).")] = "none",
+    store: Annotated[Path | None, typer.Option("--store", help="Explanation store (JSON) to add the explanations to (default: in the workbench cache).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the example samples and the bootstrap.")] = 0,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a one-sentence explanation of a feature from its examples and score it (detection and fuzzing,
+    as delphi does), once per context mode, so whole conversations and short windows are compared on the
+    same feature. The explanations, their prompts and scores go into the explanation store.
+
+    Example: python -m workbench explain model.layers.15 38 --n-score 40 --store docs/results/explanations-l15.json
+    """
+    from workbench.features.explanations import (
+        MODES,
+        EndpointExplainer,
+        ExplainSettings,
+        LocalExplainer,
+        add_explanations,
+        explain_feature,
+        read_store,
+    )
+    from workbench.model.loading import check_model_spec, load_model
+    from workbench.model.resolve import check_refs
+    from workbench.model.saes import check_sae_site
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    for mode in chosen:
+        if mode not in MODES:
+            raise WorkbenchError(f"unknown context mode {mode!r} in --modes: use {' or '.join(MODES)}, comma-separated")
+    if not chosen:
+        raise WorkbenchError("--modes is empty: give conversation, window or both")
+    if explainer not in ("local", "endpoint"):
+        raise WorkbenchError(f"unknown explainer {explainer!r}: use local or endpoint")
+    if store is not None:
+        check_output_path(store, "explanation store")
+        read_store(store)  # a file that is not a store fails now, not after the compute
+    endpoint = EndpointExplainer.from_environment() if explainer == "endpoint" else None
+    explainer_spec = None
+    if endpoint is None:
+        explainer_spec = model_spec(explainer_model, None, explainer_adapter, None, uses_registry=False)
+        check_model_spec(explainer_spec)
+    settings = [ExplainSettings(mode=m, window=window, n_explain=n_explain, n_score=n_score, seed=seed).check()
+                for m in chosen]
+    inputs = _capture_inputs(scenarios, texts)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)
+    check_sae_site(checked.sae, checked.model, site)
+    checked.sae.check_feature(index)
+    loaded, loaded_sae, result = _capture(refs, inputs)
+    check_sae_site(loaded_sae, loaded, site)
+    if endpoint is not None:
+        writer = endpoint
+    else:
+        local = loaded if explainer_spec == loaded.spec else load_model(explainer_spec)
+        writer = LocalExplainer(local, name=local.spec.display_name)
+    written = [explain_feature(result, loaded_sae.site.name, index, writer, writer, s) for s in settings]
+    add_explanations(store, written)
+    if as_json:
+        print(json.dumps([e.model_dump(mode="json") for e in written]))
+        return
+    table = Table("context", "explanation", "detection balanced acc. [95% CI] (n)", "detection AUROC",
+                  "fuzzing balanced acc. [95% CI] (n)", "fuzzing AUROC",
+                  title=f"feature {index} at {loaded_sae.site.name}, explained by {writer.info.model}")
+    for e in written:
+        table.add_row(e.settings.mode, e.text, str(e.detection.balanced_accuracy), str(e.detection.auroc),
+                      str(e.fuzzing.balanced_accuracy), str(e.fuzzing.auroc))
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- exports
+
+export_app = typer.Typer(help="Export features and run records in the layouts other tools read (Neuronpedia, Inspect).",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("neuronpedia")
+@_user_errors
+def export_neuronpedia(
+    site: Annotated[str, typer.Argument(help="Site of the SAE, e.g. model.layers.15.")],
+    features: Annotated[str, typer.Option("--features", help="Features to export, comma-separated (e.g. 38,877).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write batch-0.json and explanations.json into.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Top examples per feature.")] = 10,
+    store: Annotated[Path | None, typer.Option("--store", help="Explanation store whose explanations of these features go along (default: the workbench cache's).")] = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, texts: TextsOption = None,
+) -> None:
+    """Feature dashboards in the JSON layout of Neuronpedia and SAEDashboard (top and quantile examples as whole
+    conversations with every token's activation, density, activation and logit histograms, logit effects), and
+    the features' stored explanations in Neuronpedia's explanation fields.
+
+    Example: python -m workbench export neuronpedia model.layers.15 --features 38,877 --out exports/np
+    """
+    from workbench.causal.experiment import parse_features
+    from workbench.core.io import write_text_atomically
+    from workbench.features.explanations import read_store
+    from workbench.model.resolve import check_refs
+    from workbench.model.saes import check_sae_site, read_registry
+    from workbench.report.exports import neuronpedia_batch, neuronpedia_explanations, slug
+
+    chosen = list(parse_features(features, None))
+    if not chosen:
+        raise WorkbenchError("--features is empty: name at least one feature, e.g. --features 38,877")
+    folder = check_output_path(out, "export folder", folder=True)
+    explanations = read_store(store)
+    scenario_set = _scenarios(scenarios)
+    inputs = _capture_inputs(scenarios, texts)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)
+    check_sae_site(checked.sae, checked.model, site)
+    for feature in chosen:
+        checked.sae.check_feature(feature)
+    loaded, loaded_sae, result = _capture(refs, inputs)
+    check_sae_site(loaded_sae, loaded, site)
+    spec = checked.sae_spec
+    model_id = slug(loaded.spec.display_name)
+    sae_set = slug(spec.registry_name or (Path(spec.path).name if spec.path else None) or spec.sae_id
+                   or read_registry().default or "sae")
+    batch = neuronpedia_batch(result, loaded_sae.site.name, chosen, model=loaded, sae=loaded_sae, model_id=model_id,
+                              sae_set=sae_set, dataset=str(scenarios or DEFAULT_SCENARIOS.name), scenarios=scenario_set,
+                              top_k=top)
+    found = [e for f in chosen for e in explanations.find(site=loaded_sae.site.name, feature=f,
+                                                          model_identity=loaded.identity,
+                                                          sae_identity=loaded_sae.identity)]
+    source = f"{batch['layer']}-{sae_set}"
+    write_text_atomically(folder / "batch-0.json", json.dumps(batch))
+    write_text_atomically(folder / "explanations.json",
+                          json.dumps(neuronpedia_explanations(found, model_id=model_id, source=source), indent=1))
+    console.print(f"{len(chosen)} feature dashboard(s) and {len(found)} explanation(s) written to {folder}", highlight=False)
+
+
+@export_app.command("inspect")
+@_user_errors
+def export_inspect(
+    record_path: Annotated[Path, typer.Argument(metavar="RUN.json", help="A run record written by `run`.")],
+    out: Annotated[Path, typer.Option("--out", help="The Inspect log file to write (.json).")],
+    scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Scenario file whose chat messages fill each response's input.")] = None,
+) -> None:
+    """A run record as an Inspect evaluation log (JSON, log format version 2), so `inspect view` browses its
+    per-response calls (or, for a record without them, its predictions) with their scores and evidence.
+
+    Example: python -m workbench export inspect hypotheses/runs/intent-l15.json --out logs/intent-l15.json
+    """
+    from workbench.core.io import write_text_atomically
+    from workbench.hypotheses.records import read_record
+    from workbench.report.exports import inspect_log
+
+    record = read_record(record_path)
+    if out.suffix != ".json":
+        raise WorkbenchError(f"--out {out} must end in .json: Inspect reads JSON logs by their suffix")
+    target = check_output_path(out, "Inspect log")
+    by_id = {s.id: s for s in _scenarios(scenarios)} if scenarios is not None else None
+    write_text_atomically(target, json.dumps(inspect_log(record, by_id), indent=1))
+    console.print(f"Inspect log: {target}", highlight=False)
 
 
 #: The base class of the command-line parser's errors (a bad option value, an unknown command...).

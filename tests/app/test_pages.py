@@ -366,3 +366,31 @@ def test_hypotheses_page_shows_the_committed_verdict(tiny_setup):
     assert not app.exception
     assert any("Last recorded run" in m.value and "verdict" in m.value for m in app.markdown)
 
+
+
+def test_feature_explorer_shows_stored_explanations(tiny_setup, tiny_model, tiny_sae, tiny_scenarios, tmp_path,
+                                                     monkeypatch):
+    from tests.unit.test_explanations import FakeExplainer
+    from workbench.features.capture import inputs_from_scenarios, run_capture
+    from workbench.features.explanations import ExplainSettings, add_explanations, explain_feature
+    from workbench.model.loading import load_model
+    from workbench.model.saes import load_sae
+
+    capture = run_capture(tiny_model, [tiny_sae], inputs_from_scenarios(tiny_scenarios[:24]), generate_responses=False)
+    acts = capture.site(tiny_sae.site.name)
+    feature = int(acts.features.long().bincount(minlength=acts.d_sae).argmax())
+    made = explain_feature(capture, tiny_sae.site.name, feature, FakeExplainer(), FakeExplainer(),
+                           ExplainSettings(n_score=4, n_explain=2))
+    model = load_model(tiny_setup["model_spec"])
+    sae = load_sae(tiny_setup["sae_spec"], model)
+    store = tmp_path / "explanations.json"
+    add_explanations(store, [made.model_copy(update={"model_identity": model.identity, "sae_identity": sae.identity,
+                                                     "feature": 5})])
+    monkeypatch.setenv("WORKBENCH_EXPLANATIONS", str(store))
+    app = run_page("pages/2_Feature_explorer.py", tiny_setup)
+    app.text_input[0].set_value("5").run()
+    assert not app.exception
+    shown = [d.value for d in app.dataframe if "explanation" in getattr(d.value, "columns", [])]
+    assert len(shown) == 1 and shown[0]["explanation"][0] == "capital cities in lies"
+    app.text_input[0].set_value("6").run()
+    assert any("No stored explanation of feature 6" in c.value for c in app.caption)

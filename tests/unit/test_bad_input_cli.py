@@ -208,6 +208,10 @@ ROWS: list[tuple[str, list[str], str]] = [
      "unknown report format 'pdf': use one of html, md, json"),
     ("report: out under a file", ["report", "{record}", "--out", "{latin1}/report.html"],
      "cannot write the html report at {latin1}/report.html: {latin1} is a file, not a folder"),
+    ("report: explanation store is not one", ["report", "{record}", "--out", "{out}/r.html", "--explanations",
+                                              "{not_a_record}"], "is not an explanation store"),
+    ("report: explanation store not UTF-8 (terminal)", ["report", "{record}", "--format", "terminal",
+                                                          "--explanations", "{latin1}"], "is not UTF-8 text"),
     # ---------------------------------------------------------------- incriminate
     ("incriminate: unknown split", ["incriminate", "--split", "test"], "unknown split 'test'; choose train or heldout"),
     ("incriminate: hypothesis missing", ["incriminate", "--hypothesis", "/nonexistent.yaml"],
@@ -290,6 +294,36 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("sae eval: SAE width does not fit", ["sae", "eval", *M, "--sae-path", "{narrow}"],
      "SAE expects d_in=32 but model.layers.1 outputs 64"),
     ("sae eval: too few texts", ["sae", "eval", "--texts", "2"], "Invalid value for '--texts'"),
+    # ---------------------------------------------------------------- explain
+    ("explain: unknown context mode", ["explain", "model.layers.1", "3", *TINY, "--modes", "both"],
+     "unknown context mode 'both' in --modes: use conversation or window"),
+    ("explain: unknown explainer", ["explain", "model.layers.1", "3", *TINY, "--explainer", "gpt"],
+     "unknown explainer 'gpt': use local or endpoint"),
+    ("explain: endpoint not configured", ["explain", "model.layers.1", "3", *TINY, "--explainer", "endpoint"],
+     "the endpoint explainer needs WORKBENCH_EXPLAINER_BASE_URL"),
+    ("explain: index past the SAE", ["explain", "model.layers.1", "128", *TINY],
+     "feature 128 is out of range: this SAE at model.layers.1 has 128 features (0 to 127)"),
+    ("explain: another site than the SAE's", ["explain", "model.layers.2", "5", *TINY], "model.layers.2"),
+    ("explain: store is not a store", ["explain", "model.layers.1", "3", *TINY, "--store", "{not_a_record}"],
+     "is not an explanation store"),
+    ("explain: explainer model missing", ["explain", "model.layers.1", "3", *TINY, "--explainer-model", "./no/such/model"],
+     "no model folder at ./no/such/model"),
+    ("explain: n-score 1", ["explain", "model.layers.1", "3", *TINY, "--n-score", "1"], "Invalid value for '--n-score'"),
+    # ---------------------------------------------------------------- export
+    ("export neuronpedia: feature past the SAE", ["export", "neuronpedia", "model.layers.1", "--features", "3,999",
+                                                  "--out", "{out}/np", *TINY],
+     "feature 999 is out of range: this SAE at model.layers.1 has 128 features"),
+    ("export neuronpedia: out is a file", ["export", "neuronpedia", "model.layers.1", "--features", "3",
+                                           "--out", "{latin1}", *TINY],
+     "is a file, so it cannot be written as the export folder"),
+    ("export neuronpedia: no features", ["export", "neuronpedia", "model.layers.1", "--features", "x",
+                                         "--out", "{out}/np", *TINY], "x"),
+    ("export inspect: record missing", ["export", "inspect", "/nonexistent.json", "--out", "{out}/log.json"],
+     "no run record at /nonexistent.json"),
+    ("export inspect: not a record", ["export", "inspect", "{not_a_record}", "--out", "{out}/log.json"],
+     "not_a_record.json"),
+    ("export inspect: out not JSON", ["export", "inspect", "{record}", "--out", "{out}/log.eval"],
+     "must end in .json"),
 ]
 
 
@@ -390,6 +424,7 @@ def compute(monkeypatch, tiny_model_dir) -> list[str]:
     monkeypatch.setattr(modeling_llama.LlamaForCausalLM, "forward", refuse("forward pass"))
     monkeypatch.setattr(modeling_llama.LlamaModel, "forward", refuse("forward pass"))
     monkeypatch.setattr("workbench.model.loading.cached_default_folder", lambda: tiny_model_dir)
+    monkeypatch.delenv("WORKBENCH_EXPLAINER_BASE_URL", raising=False)  # the endpoint explainer is not configured
     return ran
 
 
@@ -415,7 +450,7 @@ def test_every_command_has_rows():
     for name, command in group.commands.items():
         for sub in getattr(command, "commands", {None: None}):
             commands.add(f"{name} {sub}" if sub else name)
-    covered = {" ".join(args[:2]) if args[0] in ("scenarios", "organism", "sae") else args[0] for _, args, _ in ROWS}
+    covered = {" ".join(args[:2]) if args[0] in ("scenarios", "organism", "sae", "export") else args[0] for _, args, _ in ROWS}
     assert commands - covered == set()
 
 

@@ -397,3 +397,20 @@ def read_behaviour(auroc: Estimate, threshold: float, prompt_separates: bool, n_
     if auroc.high < threshold and prompt_separates:
         return "instruction"
     return "unclear"
+
+
+def balanced_accuracy_estimate(positive: torch.Tensor, negative: torch.Tensor, threshold: float = 0.5, *,
+                               n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """Balanced accuracy of a fixed decision (scores strictly above ``threshold`` called positive) on two
+    1-D samples, with a percentile bootstrap 95% interval (each side resampled); not measured (NaN) when a
+    side is empty. ``n`` counts both sides."""
+    positive, negative = positive.double().flatten(), negative.double().flatten()
+    n = len(positive) + len(negative)
+    if len(positive) == 0 or len(negative) == 0:
+        nan = float("nan")
+        return Estimate(value=nan, low=nan, high=nan, n=n, method="not measured: a side is empty")
+    low, high = _bootstrap_interval((len(positive), len(negative)),
+                                    lambda pos, neg: balanced_accuracy(positive[pos], negative[neg], threshold),
+                                    n_boot=n_boot, seed=seed)
+    return Estimate(value=float(balanced_accuracy(positive, negative, threshold)), low=float(low), high=float(high),
+                    n=n, method="bootstrap")

@@ -115,16 +115,22 @@ def item_maxima(capture: Capture, values: torch.Tensor) -> torch.Tensor:
     return maxima
 
 
+def decoder_logits(model: LoadedModel, sae: LoadedSAE, feature: int) -> torch.Tensor:
+    """The feature's decoder direction through the unembedding: its direct effect on every logit ([vocab])."""
+    sae.check_feature(feature)
+    with torch.no_grad():
+        direction = sae.sae.W_dec[feature].float()  # [d_in]
+        unembed = model.hf_model.get_output_embeddings().weight.float()  # [vocab, d_model]
+        return unembed @ direction  # [vocab]
+
+
 def logit_effects(model: LoadedModel, sae: LoadedSAE, feature: int, k: int = 10) -> tuple[list[LogitEffect], list[LogitEffect]]:
     """Top promoted / suppressed tokens of the feature's decoder direction through the unembedding.
 
     Direct effect only (final norm ignored), as Neuronpedia-style dashboards show it.
     """
-    sae.check_feature(feature)
+    logits = decoder_logits(model, sae, feature)
     with torch.no_grad():
-        direction = sae.sae.W_dec[feature].float()  # [d_in]
-        unembed = model.hf_model.get_output_embeddings().weight.float()  # [vocab, d_model]
-        logits = unembed @ direction  # [vocab]
         top = torch.topk(logits, k)
         bottom = torch.topk(-logits, k)
     def decode(token_id: int) -> str:

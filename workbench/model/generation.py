@@ -133,3 +133,34 @@ def generate_answers(
         for row, index in enumerate(batch):
             answers[index] = tokenizer.decode(tokens[row], skip_special_tokens=True).strip()
     return answers
+
+
+def next_token_log_probs(
+    model: LoadedModel,
+    conversations: Sequence[Sequence[Any]],
+    *,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Log-probabilities of the assistant's first token after each conversation (chat template applied,
+    as ``generate_answers`` prompts it): ``[len(conversations), vocab]``. One traced pass per batch, so a
+    scorer reads P(" Yes") without decoding."""
+    tokenizer = model.tokenizer
+    encoded = [tokenizer(chat_prompt(tokenizer, conv), add_special_tokens=False)["input_ids"] for conv in conversations]
+    out: list[torch.Tensor | None] = [None] * len(encoded)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, index in enumerate(batch):
+            input_ids[row, : len(encoded[index])] = torch.tensor(encoded[index])
+            attention[row, : len(encoded[index])] = 1
+        lengths = attention.sum(dim=1).long()
+        positions = torch.arange(width)[None].expand(len(batch), width)
+        positions = torch.where(positions < lengths[:, None], positions, torch.full_like(positions, -1))
+        logits, _ = _step_logits(model, input_ids, attention, lengths - 1, positions, None)
+        for row, index in enumerate(batch):
+            out[index] = torch.log_softmax(logits[row].float(), dim=-1)
+    return torch.stack([o for o in out if o is not None]) if out else torch.zeros(0)

@@ -7,7 +7,8 @@ Renderers only lay the blocks out: ``to_html`` (one self-contained file, plotly 
 ``to_markdown`` (tables, PNG figures via kaleido when available), ``to_terminal`` (rich, for the CLI),
 and the app's ``ui.records.show_document`` (streamlit stays out of ``workbench``). ``files`` writes
 report files atomically; ``figures`` draws the charts; ``conversation`` is the conversation-to-HTML
-helper the app's pages also use.
+helper the app's pages also use; ``exports`` writes features and run records in the layouts of other tools
+(Neuronpedia/SAEDashboard feature batches, Inspect evaluation logs).
 """
 
 from workbench.report.document import (

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from typing import Any, Literal
 from workbench.causal.edits import EDIT_KINDS
 from workbench.core.conditions import expected_call
 from workbench.core.stats import Estimate, wilson_interval
+from workbench.features.explanations import Explanation, ExplanationStore
 from workbench.hypotheses.records import (
     ExampleRecord,
     FeatureStat,
@@ -34,7 +35,7 @@ from workbench.report import figures as charts
 __all__ = [
     "BLOCK_TYPES", "Block", "Chip", "Code", "Conversation", "Figure", "Group", "Heading", "KeyValues", "Limitations",
     "Paragraph", "ReportDocument", "SECTIONS", "SIDE_EFFECT_KL", "SMALL_N", "Section", "Table", "VerdictBanner",
-    "WIDE_INTERVAL", "build_report", "estimate_text", "limitations", "number", "separation",
+    "WIDE_INTERVAL", "build_report", "estimate_text", "explanations_for", "limitations", "number", "separation",
 ]
 
 #: Below this many samples an estimate is called small in the limitations.
@@ -348,11 +349,13 @@ def limitations(record: RunRecord) -> list[str]:
 # ----------------------------------------------------------------------------- sections
 
 
-def build_report(record: RunRecord) -> ReportDocument:
+def build_report(record: RunRecord, explanations: Sequence[Explanation] = ()) -> ReportDocument:
     """The report of a run record, built once; render it with ``to_html``, ``to_markdown``,
-    ``to_terminal`` or the app's ``show_document``."""
+    ``to_terminal`` or the app's ``show_document``. ``explanations`` of the record's features
+    (``explanations_for``) are shown in the evidence section with their scores and who wrote them."""
     builders: dict[str, Callable[[RunRecord], tuple[Block, ...] | None]] = {
-        "claim": _claim, "setup": _setup, "evidence": _evidence, "predictions": _predictions,
+        "claim": _claim, "setup": _setup, "evidence": functools.partial(_evidence, explanations=explanations),
+        "predictions": _predictions,
         "responses": _responses, "limitations": _limitations,
     }
     sections = []
@@ -508,7 +511,35 @@ def _distribution_table(stats: list[FeatureStat]) -> tuple[Block, ...]:
     return ()
 
 
-def _evidence(record: RunRecord) -> tuple[Block, ...]:
+def explanations_for(record: RunRecord, store: ExplanationStore) -> list[Explanation]:
+    """The store's explanations of the record's features, for its model and SAE."""
+    features = record.hypothesis.get("features") or []
+    return [e for f in features for e in store.find(site=record.setup.site, feature=int(f),
+                                                    model_identity=record.setup.model_identity,
+                                                    sae_identity=record.setup.sae_identity)]
+
+
+def _explanation_blocks(explanations: Sequence[Explanation]) -> list[Block]:
+    blocks: list[Block] = [Heading("Explanations")]
+    if not explanations:
+        blocks.append(Paragraph("No stored explanation of these features for this model and SAE (write one with "
+                                "`python -m workbench explain SITE FEATURE`).", tone="muted"))
+        return blocks
+    blocks.append(Paragraph("One sentence per feature and context, written by the explainer from whole conversations "
+                            "or from short windows around the maximum, and scored on held-out items: detection (does "
+                            "a scorer given the sentence tell activating from non-activating items) and fuzzing (does "
+                            "it tell the truly marked tokens from decoys); balanced accuracy, 0.5 = chance.",
+                            tone="muted"))
+    blocks.append(Table(
+        columns=("feature", "context", "explanation", "detection [95% CI] n", "fuzzing [95% CI] n", "explainer"),
+        rows=tuple((str(e.feature), e.settings.mode, e.text, estimate_text(e.detection.balanced_accuracy),
+                    estimate_text(e.fuzzing.balanced_accuracy), f"{e.explainer.kind}: {e.explainer.model}")
+                   for e in explanations),
+        numeric=(True, False, False, True, True, False)))
+    return blocks
+
+
+def _evidence(record: RunRecord, explanations: Sequence[Explanation] = ()) -> tuple[Block, ...]:
     blocks: list[Block] = [Heading("Examples in full context")]
     if record.examples:
         blocks.append(Paragraph("Each example is the whole conversation, turn by turn. Tokens are shaded by the "
@@ -575,6 +606,7 @@ def _evidence(record: RunRecord) -> tuple[Block, ...]:
                 numeric=(False, False, True, True)))
     else:
         blocks.append(Paragraph("No probe baseline in this record.", tone="muted"))
+    blocks += _explanation_blocks(explanations)
     return tuple(blocks)
 
 

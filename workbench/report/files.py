@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,8 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.io import check_output_path, write_bytes_atomically, write_text_atomically
 from workbench.hypotheses.records import RunRecord, read_record
 from workbench.report import figures as charts
-from workbench.report.document import ReportDocument, build_report
+from workbench.features.explanations import Explanation, read_store
+from workbench.report.document import ReportDocument, build_report, explanations_for
 from workbench.report.html import to_html
 from workbench.report.markdown import to_markdown
 
@@ -32,13 +34,13 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-def render_report(record: RunRecord, fmt: ReportFormat) -> str:
+def render_report(record: RunRecord, fmt: ReportFormat, explanations: Sequence[Explanation] = ()) -> str:
     """The report as text. Markdown from here shows figures as tables (no files to link PNGs to);
     ``write_report`` adds PNG figures next to the ``.md``."""
     fmt = _check_format(fmt)
     if fmt == "json":
         return record.model_dump_json(indent=1)
-    document = build_report(record)
+    document = build_report(record, explanations)
     return to_html(document) if fmt == "html" else to_markdown(document)
 
 
@@ -64,7 +66,8 @@ def export_figures(document: ReportDocument, folder: Path) -> tuple[dict[str, st
     return written, None
 
 
-def write_report(record: RunRecord, fmt: ReportFormat, path: str | os.PathLike[str], *, figures: bool = True) -> Path:
+def write_report(record: RunRecord, fmt: ReportFormat, path: str | os.PathLike[str], *, figures: bool = True,
+                 explanations: Sequence[Explanation] = ()) -> Path:
     """Write the report atomically (temporary file, then rename) and return its path.
 
     For Markdown with ``figures``, the charts are exported as PNG files into ``<stem>_files/``
@@ -74,7 +77,7 @@ def write_report(record: RunRecord, fmt: ReportFormat, path: str | os.PathLike[s
     fmt = _check_format(fmt)
     path = Path(path)
     if fmt == "md":
-        document = build_report(record)
+        document = build_report(record, explanations)
         figure_paths: dict[str, str] | None = None
         note = None
         if figures:
@@ -82,19 +85,21 @@ def write_report(record: RunRecord, fmt: ReportFormat, path: str | os.PathLike[s
             figure_paths = {name: f"{path.stem}_files/{file}" for name, file in exported.items()}
         text = to_markdown(document, figure_paths=figure_paths, figure_note=note)
     else:
-        text = render_report(record, fmt)  # type: ignore[arg-type]
+        text = render_report(record, fmt, explanations)  # type: ignore[arg-type]
     write_text_atomically(path, text)
     return path
 
 
-def report_command(record_path: Path, fmt: str, out: Path) -> Path:
-    """What ``workbench report`` runs: read (and migrate) a record, write its report to ``out``.
+def report_command(record_path: Path, fmt: str, out: Path, explanations: Path | None = None) -> Path:
+    """What ``workbench report`` runs: read (and migrate) a record, write its report to ``out``, with the
+    record's features' explanations from the store at ``explanations`` (default: the workbench cache's).
 
     ``out`` may be a file or an existing folder (the report is then named after the record).
     Returns the written path; a ``WorkbenchError`` says what to fix for a bad format or record.
     """
     fmt = _check_format(fmt)
     record = read_record(record_path)
+    explained = explanations_for(record, read_store(explanations))
     out = Path(out)
     if out.is_dir():
         out = out / (Path(record_path).stem + SUFFIXES[fmt])
@@ -102,6 +107,6 @@ def report_command(record_path: Path, fmt: str, out: Path) -> Path:
         raise WorkbenchError(f"{out} is the run record itself: give another output path for the {fmt} report")
     check_output_path(out, f"{fmt} report")
     try:
-        return write_report(record, fmt, out)  # type: ignore[arg-type]
+        return write_report(record, fmt, out, explanations=explained)  # type: ignore[arg-type]
     except OSError as error:
         raise WorkbenchError(f"could not write the report to {out}: {error.strerror or error}") from None

@@ -148,3 +148,13 @@ def test_the_comparison_on_a_tiny_model_round_trips(tiny_model, tiny_sae, tiny_s
     assert result.gaps[0].first == "honest" and result.gaps[0].second == "parrot"
     assert "the black box separates lie from parrot" in result.gaps[0].summary()
     assert BlackBoxComparison.model_validate_json(result.model_dump_json()) == result
+
+
+def test_a_version_1_comparison_reads_its_counts():
+    from workbench.features.blackbox import BlackBoxComparison
+
+    old = {"version": 1, "model_name": "m", "model_identity": "i", "site": None, "followups": "q", "seed": 0,
+           "n": {"train": {"lie": 3}, "heldout": {"lie": 2, "honest": 4}}, "responses_generated": 0, "results": []}
+    migrated = BlackBoxComparison.model_validate(old)
+    assert migrated.version == 2 and [(c.split, c.condition, c.n) for c in migrated.counts] == [
+        ("train", "lie", 3), ("heldout", "lie", 2), ("heldout", "honest", 4)]

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_text
@@ -229,12 +229,17 @@ class BlackBoxResult(BaseModel):
     positive: str
     """The condition the detector scores high (``lie``)."""
     negative: str
+    """The condition it scores low (``honest``)."""
     followups: str
     """The question set (``FollowUpSet.describe``: count, version, fingerprint)."""
     n_train_positive: int
+    """Train responses of the positive condition the regression was fitted on."""
     n_train_negative: int
+    """Train responses of the negative condition."""
     n_heldout_positive: int
+    """Held-out responses of the positive condition it was scored on."""
     n_heldout_negative: int
+    """Held-out responses of the negative condition."""
     detection: DetectionMetrics
     """Held-out AUROC (n = held-out responses), balanced accuracy at the threshold set on the train split,
     recall at 1% FPR on the control (``detection.control``)."""
@@ -332,8 +337,11 @@ class SeparationGap(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", use_attribute_docstrings=True)
 
     positive: str
+    """The condition separated (``lie``)."""
     first: str
+    """The first condition it is separated from (``honest``)."""
     second: str
+    """The second (``parrot``)."""
     difference: Estimate
     """Held-out AUROC(positive vs first) minus AUROC(positive vs second), bootstrap 95% interval."""
 
@@ -348,33 +356,64 @@ class SeparationGap(BaseModel):
         return f"the black box {verdict}: AUROC difference {d.value:+.3f} {d.interval()} (n={d.n})"
 
 
+class ResponseCount(BaseModel):
+    """How many responses of one condition (label) in one split the comparison used."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    split: str
+    """``train`` or ``heldout``."""
+    condition: str
+    """The condition, or one narrowed by behaviour (``lie+false``)."""
+    n: int
+    """Responses."""
+
+
 class BlackBoxComparison(BaseModel):
     """The black box beside the white-box detectors on scenarios' held-out responses (a JSON file)."""
 
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", use_attribute_docstrings=True)
 
-    version: int = 1
-    """Format version."""
+    version: int = 2
+    """Format version (version 1 kept the counts as a mapping ``n`` of split to condition to count; it is
+    read as ``counts``)."""
     command: str | None = None
     """The command that wrote it."""
     model_name: str
+    """The model's display name."""
     model_identity: str
+    """What computes (``LoadedModel.identity``)."""
     site: str | None
     """Where the probe and the features read the residual stream (the last prompt token)."""
     sae_identity: str | None = None
+    """The SAE the features are of (None: no SAE)."""
     features: list[int] = Field(default_factory=list)
     """SAE features whose summed activation is one white-box detector (none: no feature detector)."""
     followups: str
     """The question set (count, version, fingerprint)."""
-    n: dict[str, dict[str, int]]
+    counts: list[ResponseCount]
     """Responses per split and condition label."""
     responses_generated: int
     """Responses generated here (greedy), for scenarios that had none."""
     seed: int
+    """Seed of the bootstraps (and of the samples the caller drew)."""
     results: list[BlackBoxResult]
+    """One per contrast: the black box and the white-box detectors beside it."""
     gaps: list[SeparationGap] = Field(default_factory=list)
     """For each positive condition with two negatives: the first separation minus the second."""
     seconds: float = 0.0
+    """Wall time."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("version", 1) == 1 and isinstance(data.get("n"), dict):
+            old = data["n"]
+            data = {key: value for key, value in data.items() if key != "n"}
+            data["counts"] = [{"split": split, "condition": condition, "n": n}
+                              for split, by_condition in old.items() for condition, n in by_condition.items()]
+            data["version"] = 2
+        return data
 
 
 def condition_labels(scenarios: Sequence[Any], contrasts: Sequence[tuple[str, str]],
@@ -485,14 +524,14 @@ def compare_with_blackbox(
         for second in negatives[1:]:
             gaps.append(SeparationGap(positive=positive, first=negatives[0], second=second, difference=separation_gap(
                 logodds, labels, splits, positive, negatives[0], second, n_boot=n_boot, seed=seed)))
-    counts: dict[str, dict[str, int]] = {}
+    tally: dict[tuple[str, str], int] = {}
     for label, split in zip(labels, splits):
-        counts.setdefault(split, {}).setdefault(label, 0)
-        counts[split][label] += 1
+        tally[(split, label)] = tally.get((split, label), 0) + 1
+    counts = [ResponseCount(split=split, condition=label, n=n) for (split, label), n in tally.items()]
     return BlackBoxComparison(
         command=command, model_name=model.spec.display_name, model_identity=model.identity, site=site,
         sae_identity=getattr(sae, "identity", None), features=list(features), followups=followups.describe(),
-        n=counts, responses_generated=len(missing), seed=seed, results=results, gaps=gaps,
+        counts=counts, responses_generated=len(missing), seed=seed, results=results, gaps=gaps,
         seconds=round(time.perf_counter() - started, 1))
 
 

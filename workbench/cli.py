@@ -239,6 +239,7 @@ def contrast(
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples for the AUROC interval.")] = 1000,
     split: Annotated[str | None, typer.Option("--split", help="Only scenarios of this split (train or heldout).")] = None,
     control: Annotated[str | None, typer.Option("--control", metavar="CONDITION", help="Control condition for each feature's recall of CONDITION_A at 1% false-positive rate (its 99th percentile is the threshold); default: honest when the scenarios have it and neither side is honest, else CONDITION_B.")] = None,
+    blackbox: Annotated[bool, typer.Option("--blackbox", help="Also show the baselines on held-out responses: the black-box follow-up-question detector, a linear probe and the top-ranked feature, trained on the train split, with the white-box gains (see the blackbox command).")] = False,
     model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
@@ -253,6 +254,8 @@ def contrast(
     Example: python -m workbench contrast lie parrot --position last_prompt_token --json
 
     Example: python -m workbench contrast lie+false lie+truth --json
+
+    Example: python -m workbench contrast lie honest --blackbox
     """
     from workbench.features.capture import inputs_from_scenarios
     from workbench.features.contrast import check_contrast_settings, describe_split
@@ -264,19 +267,32 @@ def contrast(
     pool = _scenarios(scenarios)
     check_contrast_settings(condition_a, condition_b, position, aggregation,
                             {s.condition.value for s in pool if chosen_split in (None, s.split.value)}, control)
+    if blackbox:  # the baselines train on the train split and score the held-out one: both needed
+        from workbench.features.blackbox import blackbox_sets
+
+        blackbox_sets(pool, [(condition_a, condition_b)], None)
     # Only these read the response: rules that cover the answer, and conditions judged from it.
     needs_responses = position_rule(position).covers_answer or any(
         parse_condition(c)[1] is not None for c in (condition_a, condition_b, control) if c)
     refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
     check_refs(*refs)
-    _, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses)
+    loaded, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses or blackbox)
     if chosen_split:
         result = result.subset(lambda item: item.split == chosen_split)
     table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
                               aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top,
                               scenarios=pool, control=control)
+    baselines = None
+    if blackbox:
+        from workbench.features.blackbox import contrast_baselines
+
+        baselines = contrast_baselines(
+            loaded, loaded_sae, pool, condition_a, condition_b, features=[table_data.rows[0].feature] if table_data.rows
+            else [], responses={item.item_id: item.response for item in result.items if item.kind == "scenario"},
+            n_boot=n_boot, progress=_progress_printer())
     if as_json:
-        print(table_data.model_dump_json())
+        print(table_data.model_dump_json() if baselines is None else json.dumps(
+            {"contrast": table_data.model_dump(mode="json"), "blackbox": baselines.model_dump(mode="json")}))
         return
     console.print(Text.assemble(
         (f"{condition_a} (n={table_data.n_a}) vs {condition_b} (n={table_data.n_b})", "bold"),
@@ -300,6 +316,8 @@ def contrast(
                       f"{row.recall_at_fpr:.3f} [{row.recall_at_fpr_low:.3f}, {row.recall_at_fpr_high:.3f}]",
                       f"{row.mean_a:.3f}", f"{row.mean_b:.3f}", f"{row.active_a}/{row.active_b}")
     console.print(table)
+    if baselines is not None:
+        _print_blackbox(baselines)
 
 
 def _print_blackbox(comparison) -> None:

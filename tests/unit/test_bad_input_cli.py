@@ -125,6 +125,9 @@ ROWS: list[tuple[str, list[str], str]] = [
      "the control lie+truth shares scenarios with side A (lie)"),
     ("contrast: control the scenarios lack", ["contrast", "lie", "parrot", "--control", "ignorant", *TINY],
      "the scenarios have no ignorant scenarios, which the control needs (present: honest, lie, parrot)"),
+    ("contrast: baselines without a train split", ["contrast", "lie", "parrot", "--blackbox", *M, *S,
+                                                   "--scenarios", "{heldout_only}"],
+     "no train scenarios of condition 'lie' (about known facts): the black-box baseline trains on the train split"),
     # ---------------------------------------------------------------- blackbox
     ("blackbox: unknown condition", ["blackbox", "lie", "honset", *TINY], "honset"),
     ("blackbox: same condition", ["blackbox", "lie", "lie", *TINY], "contrast needs two different conditions"),

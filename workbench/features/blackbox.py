@@ -559,3 +559,18 @@ def blackbox_sets(scenarios: Sequence[Any], contrasts: Sequence[tuple[str, str]]
                               key=lambda s: s.id)
             chosen.extend(pool)
     return sets["train"], sets["heldout"]
+
+
+def contrast_baselines(model: LoadedModel, sae: Any, scenarios: Sequence[Any], condition_a: str, condition_b: str, *,
+                       features: Sequence[int] = (), responses: Mapping[str, str | None] | None = None,
+                       max_per_condition: int | None = 60, n_boot: int = 1000, seed: int = 0,
+                       command: str | None = None,
+                       progress: Callable[[str, float], None] | None = None) -> BlackBoxComparison:
+    """A contrast's baselines (the ``contrast`` command's ``--blackbox``, the Contrast page): the black box, a
+    logistic-regression probe at the SAE's site and ``features`` (e.g. the contrast's top-ranked feature),
+    trained on the scenarios' train split (at most ``max_per_condition`` a condition) and scored on the held-out
+    one, with the white-box gains."""
+    train, heldout = blackbox_sets(scenarios, [(condition_a, condition_b)], max_per_condition, seed)
+    return compare_with_blackbox(model, train, heldout, sae=sae, features=features,
+                                 contrasts=[(condition_a, condition_b)], responses=responses, n_boot=n_boot,
+                                 seed=seed, command=command, progress=progress)

@@ -366,3 +366,13 @@ def test_hypotheses_page_shows_the_committed_verdict(tiny_setup):
     assert not app.exception
     assert any("Last recorded run" in m.value and "verdict" in m.value for m in app.markdown)
 
+
+
+def test_contrast_page_shows_the_baselines(tiny_setup):
+    app = run_page("pages/3_Contrast.py", tiny_setup | {"per_condition": 8})
+    assert not app.exception
+    app.checkbox[0].check().run()
+    assert not app.exception, app.exception
+    shown = app.dataframe[-1].value
+    assert list(shown["detector"])[0] == "black box: follow-up questions" and len(shown) == 3
+    assert shown["white-box gain [95% CI]"].iloc[1].startswith(("+", "-"))

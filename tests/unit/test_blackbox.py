@@ -158,3 +158,16 @@ def test_a_version_1_comparison_reads_its_counts():
     migrated = BlackBoxComparison.model_validate(old)
     assert migrated.version == 2 and [(c.split, c.condition, c.n) for c in migrated.counts] == [
         ("train", "lie", 3), ("heldout", "lie", 2), ("heldout", "honest", 4)]
+
+
+def test_narrowed_conditions_are_labelled_by_what_the_response_shows(tiny_scenarios):
+    from tests.conftest import behaviour_split
+    from workbench.features.blackbox import condition_labels
+
+    lies = [s for s in tiny_scenarios if s.condition.value == "lie"]
+    judged, counts = behaviour_split(lies)
+    labels = condition_labels(judged, [("lie+false", "lie+truth")], {s.id: s.response for s in judged})
+    assert (labels.count("lie+false"), labels.count("lie+truth"), labels.count("lie")) == (
+        counts["false"], counts["truth"], counts["no_answer"])
+    with pytest.raises(WorkbenchError, match="both plain and narrowed"):
+        condition_labels(judged, [("lie+false", "honest"), ("lie", "parrot")], {})

@@ -365,6 +365,11 @@ def test_the_runner_records_typed_setup_environment_feature_stats_and_probes(mon
     assert {(s.feature, s.condition) for s in record.feature_stats} >= {(3, "lie"), (7, "parrot")}
     assert all(s.n == len(s.values) == sum(s.histogram.counts) for s in record.feature_stats)
     assert {p.kind for p in record.probe} == {"difference_of_means", "logistic_regression"}
+    blackbox = record.blackbox  # on the probe's held-out sample (5 a condition), fitted on train responses
+    assert [(r.positive, r.negative, r.n_heldout_positive) for r in blackbox.results] == [
+        ("lie", "honest", 5), ("lie", "parrot", 5)]
+    assert [g.detector.split(" at ")[0] for g in blackbox.results[0].gains] == [
+        "probe: logistic_regression", "features 3+7"]
     assert read_record_roundtrip(record, tmp_path) == record
 
 

@@ -93,3 +93,38 @@ if result.rows:
     if st.button(f"Open feature {chosen.feature} in the explorer"):
         st.session_state.feature = chosen.feature
         st.switch_page("pages/2_Feature_explorer.py")
+
+st.subheader("Baselines: black box and linear probe")
+st.caption("The black-box detector asks the model unrelated yes/no follow-up questions after its answer and separates "
+           "the conditions by the log-odds of its yes vs no (a logistic regression); beside it a linear probe at this "
+           "site and the top-ranked feature. Each is trained on the scenario file's train split and scored on its "
+           "held-out one; the white-box gain is a detector's AUROC minus the black box's on the same responses "
+           "(paired bootstrap 95% CI).")
+if st.checkbox("Compute the baselines (a forward pass per follow-up question and response)", value=False):
+    from workbench.features.blackbox import contrast_baselines
+
+    @st.cache_data(show_spinner="asking the follow-up questions...", max_entries=8)
+    def cached_baselines(key: str, a: str, b: str, feature: int | None, per_condition: int):
+        responses = {item.item_id: item.response for item in capture.items if item.kind == "scenario"}
+        return contrast_baselines(session.model, session.sae, scenarios, a, b,
+                                  features=[feature] if feature is not None else [], responses=responses,
+                                  max_per_condition=per_condition, n_boot=500)
+
+    try:
+        baselines = cached_baselines(capture.meta.key, condition_a, condition_b,
+                                     result.rows[0].feature if result.rows else None,
+                                     int(st.session_state.get("per_condition", 24)))
+    except WorkbenchError as error:
+        st.error(str(error))
+        st.stop()
+    for outcome in baselines.results:
+        st.markdown(f"**{outcome.positive}** vs **{outcome.negative}** on held-out responses "
+                    f"(n={outcome.n_heldout_positive}+{outcome.n_heldout_negative}; trained on "
+                    f"{outcome.n_train_positive}+{outcome.n_train_negative}) · {baselines.followups}")
+        table = [{"detector": "black box: follow-up questions", "AUROC [95% CI]": str(outcome.detection.auroc),
+                  fpr_label(outcome.detection.fpr): outcome.detection.recall_text(), "white-box gain [95% CI]": ""}]
+        table += [{"detector": gain.detector, "AUROC [95% CI]": str(gain.detection.auroc),
+                   fpr_label(gain.detection.fpr): gain.detection.recall_text(),
+                   "white-box gain [95% CI]": f"{gain.gain.value:+.3f} {gain.gain.interval()}"}
+                  for gain in outcome.gains]
+        st.dataframe(table, hide_index=True)

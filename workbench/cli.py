@@ -239,6 +239,7 @@ def contrast(
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples for the AUROC interval.")] = 1000,
     split: Annotated[str | None, typer.Option("--split", help="Only scenarios of this split (train or heldout).")] = None,
     control: Annotated[str | None, typer.Option("--control", metavar="CONDITION", help="Control condition for each feature's recall of CONDITION_A at 1% false-positive rate (its 99th percentile is the threshold); default: honest when the scenarios have it and neither side is honest, else CONDITION_B.")] = None,
+    blackbox: Annotated[bool, typer.Option("--blackbox", help="Also show the baselines on held-out responses: the black-box follow-up-question detector, a linear probe and the top-ranked feature, trained on the train split, with the white-box gains (see the blackbox command).")] = False,
     model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
@@ -253,6 +254,8 @@ def contrast(
     Example: python -m workbench contrast lie parrot --position last_prompt_token --json
 
     Example: python -m workbench contrast lie+false lie+truth --json
+
+    Example: python -m workbench contrast lie honest --blackbox
     """
     from workbench.features.capture import inputs_from_scenarios
     from workbench.features.contrast import check_contrast_settings, describe_split
@@ -264,19 +267,32 @@ def contrast(
     pool = _scenarios(scenarios)
     check_contrast_settings(condition_a, condition_b, position, aggregation,
                             {s.condition.value for s in pool if chosen_split in (None, s.split.value)}, control)
+    if blackbox:  # the baselines train on the train split and score the held-out one: both needed
+        from workbench.features.blackbox import blackbox_sets
+
+        blackbox_sets(pool, [(condition_a, condition_b)], None)
     # Only these read the response: rules that cover the answer, and conditions judged from it.
     needs_responses = position_rule(position).covers_answer or any(
         parse_condition(c)[1] is not None for c in (condition_a, condition_b, control) if c)
     refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
     check_refs(*refs)
-    _, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses)
+    loaded, loaded_sae, result = _capture(refs, inputs_from_scenarios(pool), generate=needs_responses or blackbox)
     if chosen_split:
         result = result.subset(lambda item: item.split == chosen_split)
     table_data = run_contrast(result, loaded_sae.site.name, condition_a, condition_b, position_rule=position,
                               aggregation=aggregation, min_active=min_active, n_boot=n_boot, top=top,
                               scenarios=pool, control=control)
+    baselines = None
+    if blackbox:
+        from workbench.features.blackbox import contrast_baselines
+
+        baselines = contrast_baselines(
+            loaded, loaded_sae, pool, condition_a, condition_b, features=[table_data.rows[0].feature] if table_data.rows
+            else [], responses={item.item_id: item.response for item in result.items if item.kind == "scenario"},
+            n_boot=n_boot, progress=_progress_printer())
     if as_json:
-        print(table_data.model_dump_json())
+        print(table_data.model_dump_json() if baselines is None else json.dumps(
+            {"contrast": table_data.model_dump(mode="json"), "blackbox": baselines.model_dump(mode="json")}))
         return
     console.print(Text.assemble(
         (f"{condition_a} (n={table_data.n_a}) vs {condition_b} (n={table_data.n_b})", "bold"),
@@ -300,6 +316,92 @@ def contrast(
                       f"{row.recall_at_fpr:.3f} [{row.recall_at_fpr_low:.3f}, {row.recall_at_fpr_high:.3f}]",
                       f"{row.mean_a:.3f}", f"{row.mean_b:.3f}", f"{row.active_a}/{row.active_b}")
     console.print(table)
+    if baselines is not None:
+        _print_blackbox(baselines)
+
+
+def _print_blackbox(comparison) -> None:
+    """The black box beside the white-box detectors: one table per contrast, then the separation gaps."""
+    for result in comparison.results:
+        d = result.detection
+        table = Table(title=f"{result.positive} vs {result.negative}: held-out responses "
+                            f"(n={result.n_heldout_positive}+{result.n_heldout_negative}; trained on "
+                            f"{result.n_train_positive}+{result.n_train_negative})")
+        for column in ("detector", "AUROC [95% CI]", f"{fpr_label(d.fpr)} [95% CI]", "white-box gain [95% CI]"):
+            table.add_column(column)
+        table.add_row(f"black box: {comparison.followups}", str(d.auroc), d.recall_text(), "")
+        for gain in result.gains:
+            table.add_row(gain.detector, str(gain.detection.auroc), gain.detection.recall_text(),
+                          f"{gain.gain.value:+.3f} {gain.gain.interval()}")
+        console.print(table)
+        if d.note:
+            console.print(f"  unresolved: {d.note}", highlight=False)
+    for gap in comparison.gaps:
+        console.print(gap.summary(), highlight=False)
+
+
+@app.command("blackbox")
+@_user_errors
+def blackbox_command(
+    positive: Annotated[str, typer.Argument(help=f"Condition the detectors score high ({', '.join(CONDITION_NAMES)}), or one narrowed by behaviour: {describe_narrowed_conditions()}.")] = "lie",
+    negatives: Annotated[list[str] | None, typer.Argument(help="Conditions to separate it from, each a contrast (default: honest parrot).")] = None,
+    features: Annotated[str | None, typer.Option("--features", help="SAE features whose summed activation at the last prompt token is a white-box detector, comma-separated, e.g. 38,877 (default: none).")] = None,
+    max_per_condition: Annotated[int, typer.Option("--max-per-condition", min=5, help="Scenarios per condition and split (a seeded sample).")] = 60,
+    followups: Annotated[Path | None, typer.Option("--followups", help="Follow-up questions, a YAML file (default: workbench/data/followups.yaml).")] = None,
+    control: Annotated[str | None, typer.Option("--control", metavar="CONDITION", help="Control condition for recall at 1% FPR (its held-out responses); default: each contrast's negative.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the samples and bootstraps.")] = 0,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples for every interval.")] = 1000,
+    batch_size: BatchOption = 32,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the comparison as JSON here.")] = None,
+    model: ModelOption = "default", gguf_file: GgufOption = None, adapter: AdapterOption = "auto",
+    sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
+    sae_id: SaeIdOption = None, scenarios: ScenariosOption = None, as_json: JsonOption = False,
+) -> None:
+    """The black-box baseline: after each answer, ask a fixed set of unrelated yes/no follow-up questions
+    and separate lies by the answers' log-odds (a logistic regression trained on the train split); shown on
+    held-out responses beside a linear probe and SAE features at the SAE's site, with each white-box
+    detector's gain over it (paired bootstrap 95% CI over the same responses).
+
+    Example: python -m workbench blackbox lie honest parrot --features 38,877 --out blackbox.json
+    """
+    import shlex
+
+    from workbench.causal.experiment import parse_features
+    from workbench.core.io import write_text_atomically
+    from workbench.features.blackbox import blackbox_sets, compare_with_blackbox, load_followups
+    from workbench.features.contrast import check_control, check_sides
+    from workbench.model.resolve import check_refs, load
+
+    if out:
+        check_output_path(out, "result file")
+    question_set = load_followups(followups)
+    pool = _scenarios(scenarios)
+    present = {s.condition.value for s in pool}
+    contrasts = [(positive, negative) for negative in (negatives or ["honest", "parrot"])]
+    for pair in contrasts:
+        check_sides(*pair, present)
+    if control is not None:
+        check_control(positive, control, present)
+    try:
+        chosen = list(parse_features(features, None)) if features else []
+    except WorkbenchError as error:
+        raise WorkbenchError(f"--features: {error}") from None
+    train, heldout = blackbox_sets(pool, contrasts + ([(positive, control)] if control else []), max_per_condition, seed)
+    refs = _refs(model, gguf_file, adapter, sae, sae_path, sae_release, sae_id)
+    checked = check_refs(*refs)
+    for feature in chosen:
+        checked.sae.check_feature(feature)
+    loaded, loaded_sae = load(*refs)
+    comparison = compare_with_blackbox(
+        loaded, train, heldout, sae=loaded_sae, features=chosen, contrasts=contrasts, followups=question_set,
+        control_condition=control, batch_size=batch_size, n_boot=n_boot, seed=seed,
+        command="python -m workbench " + shlex.join(sys.argv[1:]), progress=_progress_printer())
+    if out:
+        write_text_atomically(out, comparison.model_dump_json(indent=1))
+    if as_json:
+        print(comparison.model_dump_json())
+        return
+    _print_blackbox(comparison)
 
 
 @scenarios_app.command("build")

@@ -394,3 +394,13 @@ def test_feature_explorer_shows_stored_explanations(tiny_setup, tiny_model, tiny
     assert len(shown) == 1 and shown[0]["explanation"][0] == "capital cities in lies"
     app.text_input[0].set_value("6").run()
     assert any("No stored explanation of feature 6" in c.value for c in app.caption)
+
+
+def test_contrast_page_shows_the_baselines(tiny_setup):
+    app = run_page("pages/3_Contrast.py", tiny_setup | {"per_condition": 8})
+    assert not app.exception
+    app.checkbox[0].check().run()
+    assert not app.exception, app.exception
+    shown = app.dataframe[-1].value
+    assert list(shown["detector"])[0] == "black box: follow-up questions" and len(shown) == 3
+    assert shown["white-box gain [95% CI]"].iloc[1].startswith(("+", "-"))

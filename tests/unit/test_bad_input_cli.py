@@ -125,6 +125,32 @@ ROWS: list[tuple[str, list[str], str]] = [
      "the control lie+truth shares scenarios with side A (lie)"),
     ("contrast: control the scenarios lack", ["contrast", "lie", "parrot", "--control", "ignorant", *TINY],
      "the scenarios have no ignorant scenarios, which the control needs (present: honest, lie, parrot)"),
+    ("contrast: baselines without a train split", ["contrast", "lie", "parrot", "--blackbox", *M, *S,
+                                                   "--scenarios", "{heldout_only}"],
+     "no train scenarios of condition 'lie' (about known facts): the black-box baseline trains on the train split"),
+    # ---------------------------------------------------------------- blackbox
+    ("blackbox: unknown condition", ["blackbox", "lie", "honset", *TINY], "honset"),
+    ("blackbox: same condition", ["blackbox", "lie", "lie", *TINY], "contrast needs two different conditions"),
+    ("blackbox: condition the scenarios lack", ["blackbox", "lie", "ignorant", *TINY],
+     "the scenarios have no ignorant scenarios, which the contrast needs (present: honest, lie, parrot)"),
+    ("blackbox: a condition against its own narrowing", ["blackbox", "lie", "lie+false", *TINY],
+     "lie and lie+false overlap"),
+    ("blackbox: feature not a number", ["blackbox", *TINY, "--features", "3,x"],
+     "--features: 'x' is not a feature index"),
+    ("blackbox: feature past the SAE", ["blackbox", *TINY, "--features", "200"], "200"),
+    ("blackbox: question file missing", ["blackbox", *TINY, "--followups", "/nonexistent.yaml"],
+     "no follow-up question file at /nonexistent.yaml"),
+    ("blackbox: question file not UTF-8", ["blackbox", *TINY, "--followups", "{latin1}"], "is not UTF-8 text"),
+    ("blackbox: question file not questions", ["blackbox", *TINY, "--followups", "{h_good}"],
+     "follow-up question file"),
+    ("blackbox: too few per condition", ["blackbox", *TINY, "--max-per-condition", "2"], "--max-per-condition"),
+    ("blackbox: too few resamples", ["blackbox", *TINY, "--n-boot", "10"], "--n-boot"),
+    ("blackbox: control is the positive", ["blackbox", *TINY, "--control", "lie"], "shares scenarios with side A"),
+    ("blackbox: unknown control", ["blackbox", *TINY, "--control", "honset"], "honset"),
+    ("blackbox: output into a file's folder", ["blackbox", *TINY, "--out", "{model}/config.json/x.json"],
+     "config.json"),
+    ("blackbox: no train split", ["blackbox", *M, *S, "--scenarios", "{heldout_only}"],
+     "no train scenarios of condition 'lie' (about known facts): the black-box baseline trains on the train split"),
     # ---------------------------------------------------------------- experiment
     ("experiment: unknown kind", [*X, "--kind", "nope"], "unknown edit kind 'nope'"),
     ("experiment: patch with features", [*X, "--kind", "patch", "--features", "3"], "takes no features"),
@@ -368,7 +394,11 @@ def files(tmp_path_factory, tiny_model_dir, tiny_sae_dir, tiny_scenario_file) ->
     (root / "lies.jsonl").write_text("".join(line + "\n" for line in tiny_scenario_file.read_text(encoding="utf-8")
                                              .splitlines() if '"condition":"lie"' in line.replace(" ", "")),
                                      encoding="utf-8")
+    (root / "heldout.jsonl").write_text("".join(line + "\n" for line in tiny_scenario_file.read_text(encoding="utf-8")
+                                                .splitlines() if '"split":"heldout"' in line.replace(" ", "")),
+                                        encoding="utf-8")
     found = {
+        "heldout_only": str(root / "heldout.jsonl"),
         "model": str(tiny_model_dir), "sae": str(tiny_sae_dir), "scenarios": str(tiny_scenario_file),
         "folder": str(root / "empty"), "latin1": str(root / "latin1.txt"), "bad_line": str(root / "bad.jsonl"),
         "gguf_dir": str(root / "gguf"), "broken_model": str(root / "broken-model"), "bad_cfg": str(root / "bad-cfg"),

@@ -97,3 +97,39 @@ def test_experiment_runs_the_engine_and_prints_every_curve(tiny_args):
                                 *tiny_args])
     assert table.exit_code == 0, table.output
     assert "ablate 3" in table.output and "strength unit" in table.output
+
+
+@pytest.fixture(scope="module")
+def few_questions(tmp_path_factory):
+    path = tmp_path_factory.mktemp("followups") / "q.yaml"
+    path.write_text('suffix: " Answer yes or no."\nquestions:\n  - {id: a, kind: lying, text: "Was that true?"}\n'
+                    '  - {id: b, kind: factual, text: "Is the sun a planet?"}\n', encoding="utf-8")
+    return str(path)
+
+
+def test_blackbox_json_has_the_black_box_beside_the_probe_and_features(tiny_args, few_questions, tmp_path):
+    out = tmp_path / "bb.json"
+    result = runner.invoke(app, ["blackbox", "lie", "honest", "parrot", *tiny_args, "--features", "3,7",
+                                 "--followups", few_questions, "--n-boot", "100", "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.stdout.strip().splitlines()[-1])
+    assert comparison == json.loads(out.read_text())
+    assert comparison["followups"].startswith("2 follow-up questions (v1, ")
+    assert [(r["positive"], r["negative"]) for r in comparison["results"]] == [("lie", "honest"), ("lie", "parrot")]
+    gains = comparison["results"][0]["gains"]
+    assert [g["detector"] for g in gains] == ["probe: logistic_regression at model.layers.1",
+                                              "features 3+7 at model.layers.1 (summed)"]
+    assert all(g["gain"]["method"] == "paired bootstrap" for g in gains)
+    assert comparison["gaps"][0]["first"] == "honest" and comparison["command"].startswith("python -m workbench")
+
+
+def test_contrast_with_the_baselines(tiny_args, monkeypatch, few_questions):
+    from workbench.features import blackbox
+
+    monkeypatch.setattr(blackbox, "DEFAULT_FOLLOWUPS_PATH", blackbox.Path(few_questions))
+    result = runner.invoke(app, ["contrast", "lie", "honest", *tiny_args, "--top", "3", "--n-boot", "100",
+                                 "--blackbox"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "black box:" in text and "white-box gain" in text and "probe:" in text
+    assert "the black box" not in text  # one contrast: no gap between two

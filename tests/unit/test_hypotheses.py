@@ -17,6 +17,17 @@ from workbench.hypotheses.verdicts import decide_verdict, judge_prediction
 from workbench.core.stats import Estimate
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_blackbox_baseline():
+    """The runs here test contrasts, causal tests and verdicts; the black-box baseline a run records (a pass
+    per follow-up question and response) is tested in test_records and test_blackbox."""
+    from workbench.hypotheses import runner
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "_blackbox_baseline", lambda ctx: None)
+        yield
+
+
 def base_hypothesis(scenario_file, **overrides) -> dict:
     data = {
         "name": "tiny",

@@ -14,11 +14,13 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+import torch
 from pydantic import BaseModel
 
 from workbench.causal.experiment import Curve, EditSettings, Experiment, ExperimentResult, Generation
 from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate
+from workbench.features.probes import ProbeResult
 from workbench.hypotheses import records
 from workbench.hypotheses.verdicts import judge_prediction
 from workbench.hypotheses.records import (
@@ -39,10 +41,12 @@ from workbench.report import build_report, render_report
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 V1, V2 = FIXTURES / "run-record-v1.json", FIXTURES / "run-record-v2.json"
+#: A committed record as version 3 wrote it (before the black-box baseline), frozen.
+V3 = FIXTURES / "run-record-v3.json"
 COMMITTED = sorted((ROOT / "hypotheses" / "runs").glob("*.json"))
 #: The committed records as first written (version 2), frozen: the migration is tested on them.
 FROZEN_V2 = sorted((FIXTURES / "records-v2").glob("*.json"))
-ALL_RECORDS = [*COMMITTED, *FROZEN_V2, V1, V2]
+ALL_RECORDS = [*COMMITTED, *FROZEN_V2, V1, V2, V3]
 
 
 def _raw(path: Path) -> dict:
@@ -59,9 +63,44 @@ def _same(a: Estimate | dict, b: Estimate | dict) -> bool:
 
 
 def test_there_are_three_committed_records_and_the_v2_fixture_is_a_frozen_copy_of_one():
-    assert len(COMMITTED) == 3 and all(_raw(p)["version"] in (2, RECORD_VERSION) for p in COMMITTED)
+    assert len(COMMITTED) == 3 and all(_raw(p)["version"] in (2, 3, RECORD_VERSION) for p in COMMITTED)
     assert [p.name for p in FROZEN_V2] == [p.name for p in COMMITTED] and all(_raw(p)["version"] == 2 for p in FROZEN_V2)
-    assert _raw(V2)["version"] == 2 and _raw(V1)["version"] == 1
+    assert _raw(V2)["version"] == 2 and _raw(V1)["version"] == 1 and _raw(V3)["version"] == 3
+
+
+def test_a_version_3_record_migrates_without_a_black_box_baseline_and_says_so():
+    raw = _raw(V3)
+    record = read_record(V3)
+    assert record.version == RECORD_VERSION == 4 and record.blackbox is None
+    assert [p.measured for p in record.predictions] == [
+        Estimate.model_validate(p["measured"]) for p in raw["predictions"]]
+    assert record.probe == [ProbeResult.model_validate(p) for p in raw["probe"]]
+    assert "No black-box baseline in this record" in render_report(record, "md")
+    with pytest.raises(WorkbenchError, match="version 3"):
+        RunRecord.model_validate({**raw, "blackbox": None})
+
+
+def test_a_record_with_a_black_box_baseline_round_trips_and_reports_the_gain(tmp_path):
+    from workbench.features.blackbox import BlackBoxComparison, ResponseCount, SeparationGap, evaluate_blackbox
+    from workbench.core.stats import auroc_difference
+    from tests.unit.test_blackbox import planted
+
+    logodds, conditions, splits = planted()
+    white = torch.tensor([3.0 if c == "lie" else 0.0 for c in conditions]) + torch.randn(len(conditions))
+    results = evaluate_blackbox(logodds, conditions, splits, n_boot=50, followups="36 follow-up questions (v1, x)",
+                                white={pair: {"probe at s": white}
+                                       for pair in (("lie", "honest"), ("lie", "parrot"))})
+    gap = SeparationGap(positive="lie", first="honest", second="parrot",
+                        difference=auroc_difference((white[:5], white[5:10]), (white[:5], white[10:15])))
+    comparison = BlackBoxComparison(model_name="m", model_identity="i", site="s", followups="36 follow-up questions",
+                                    counts=[ResponseCount(split="train", condition="lie", n=30)],
+                                    responses_generated=0, seed=0, results=results, gaps=[gap])
+    record = read_record(V3).model_copy(update={"blackbox": comparison})
+    assert read_record_roundtrip(record, tmp_path) == record and read_record(tmp_path / "run.json").blackbox == comparison
+    markdown = render_report(record, "md")
+    gain = results[0].gains[0].gain
+    assert "Black-box baseline" in markdown and "probe at s" in markdown
+    assert f"{gain.value:.3f}" in markdown and "The black box separates lie from parrot" in markdown
 
 
 @pytest.mark.parametrize("path", ALL_RECORDS, ids=lambda p: p.name)
@@ -326,6 +365,11 @@ def test_the_runner_records_typed_setup_environment_feature_stats_and_probes(mon
     assert {(s.feature, s.condition) for s in record.feature_stats} >= {(3, "lie"), (7, "parrot")}
     assert all(s.n == len(s.values) == sum(s.histogram.counts) for s in record.feature_stats)
     assert {p.kind for p in record.probe} == {"difference_of_means", "logistic_regression"}
+    blackbox = record.blackbox  # on the probe's held-out sample (5 a condition), fitted on train responses
+    assert [(r.positive, r.negative, r.n_heldout_positive) for r in blackbox.results] == [
+        ("lie", "honest", 5), ("lie", "parrot", 5)]
+    assert [g.detector.split(" at ")[0] for g in blackbox.results[0].gains] == [
+        "probe: logistic_regression", "features 3+7"]
     assert read_record_roundtrip(record, tmp_path) == record
 
 

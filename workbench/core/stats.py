@@ -115,6 +115,35 @@ def auroc_estimate(positive: torch.Tensor, negative: torch.Tensor, *, n_boot: in
     return Estimate(value=float(point), low=float(low), high=float(high), n=n, method="bootstrap")
 
 
+def auroc_difference(first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor], *,
+                     same_negatives: bool = True, n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """AUROC of the ``first`` (positives, negatives) scores minus the ``second``'s, with a paired percentile
+    bootstrap 95% interval: the positives are the same items in both (row i of each is one item), and so are
+    the negatives when ``same_negatives`` (two detectors scored on the same responses, e.g. a white-box
+    detector's gain over a black-box one); each resample draws the same items for both. Without
+    ``same_negatives`` the two sets of negatives (e.g. honest answers and parroted ones) are resampled each on
+    its own, the positives still together. n = the items of both (each counted once)."""
+    (pos_a, neg_a), (pos_b, neg_b) = first, second
+    if len(pos_a) != len(pos_b) or (same_negatives and len(neg_a) != len(neg_b)):
+        raise WorkbenchError("a paired AUROC difference needs the same items scored by both: give aligned scores")
+    n = len(pos_a) + len(neg_a) + (0 if same_negatives else len(neg_b))
+    if len(pos_a) == 0 or len(neg_a) == 0 or len(neg_b) == 0:
+        nan = float("nan")
+        return Estimate(value=nan, low=nan, high=nan, n=n, method="not measured: a side is empty")
+    pos_a, neg_a, pos_b, neg_b = (t.double().flatten() for t in (pos_a, neg_a, pos_b, neg_b))
+
+    def difference(pos: torch.Tensor, neg: torch.Tensor, neg_other: torch.Tensor | None = None) -> torch.Tensor:
+        other = neg if neg_other is None else neg_other
+        return auroc(pos_a[pos], neg_a[neg]) - auroc(pos_b[pos], neg_b[other])
+
+    sizes = (len(pos_a), len(neg_a)) if same_negatives else (len(pos_a), len(neg_a), len(neg_b))
+    low, high = _bootstrap_interval(sizes, difference, n_boot=n_boot, seed=seed)
+    point = difference(torch.arange(len(pos_a)), torch.arange(len(neg_a)), None if same_negatives
+                       else torch.arange(len(neg_b)))
+    return Estimate(value=float(point), low=float(low), high=float(high), n=n,
+                    method="paired bootstrap" if same_negatives else "bootstrap, positives paired")
+
+
 def bootstrap_mean(values: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> Estimate:
     """Mean of a 1-D sample with a percentile bootstrap 95% interval."""
     n = int(values.numel())

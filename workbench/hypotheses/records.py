@@ -10,8 +10,9 @@ the per-response calls (``ResponseCall``) when the run judged responses.
 Older versions are migrated on read (``RunRecord.model_validate`` runs ``migrate_record`` first):
 version 1 kept each prediction's verdict as a boolean ``held``; version 2 kept free-form dicts
 (``setup``, ``environment``, ``feature_stats``, ``probe``, ``details``) and measured a causal test's
-controls at the judged strength only. Migration keeps every number and says, in the experiment's
-``notes`` and in ``Estimate.method``, what the old record did not measure.
+controls at the judged strength only; version 3 had no black-box baseline (``blackbox``: None, not
+measured). Migration keeps every number and says, in the experiment's ``notes`` and in ``Estimate.method``,
+what the old record did not measure.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from workbench.causal.experiment import Curve, CurveRole, ExperimentResult
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_json, write_text_atomically
 from workbench.core.stats import Estimate
+from workbench.features.blackbox import BlackBoxComparison
 from workbench.features.evidence import Histogram
 from workbench.features.probes import ProbeResult
 from workbench.model.identity import old_identity_note
@@ -44,8 +46,9 @@ __all__ = [
 ]
 
 #: The version ``write_record`` writes. Version 1 kept the verdict of each prediction as a boolean
-#: ``held``; version 2 had the three-way ``outcome`` but free-form dicts inside; version 3 is typed.
-RECORD_VERSION = 3
+#: ``held``; version 2 had the three-way ``outcome`` but free-form dicts inside; version 3 is typed;
+#: version 4 adds the black-box baseline (``blackbox``).
+RECORD_VERSION = 4
 
 #: ``Estimate.method`` of a number an old record kept without its interval (low and high are NaN).
 INTERVAL_NOT_RECORDED = "interval not recorded (version-2 record)"
@@ -484,6 +487,10 @@ class RunRecord(_Part):
     """Per-response calls of the incrimination protocol, when the hypothesis asks for them."""
     behaviour_check: BehaviourCheck | None = None
     """Intent or instruction: the features on lies vs resisted lies (absent in records before it existed)."""
+    blackbox: BlackBoxComparison | None = None
+    """The black-box baseline (``workbench.features.blackbox``): the follow-up-question detector on held-out
+    responses beside the probe and the hypothesis' features, with each one's white-box gain over it. None: not
+    measured (records before version 4, or a hypothesis with ``blackbox_baseline: false``)."""
     seconds: float = 0.0
     """Wall time of the run."""
 
@@ -522,7 +529,17 @@ def migrate_record(data: dict[str, Any]) -> dict[str, Any]:
         except (KeyError, TypeError, AttributeError) as error:
             raise WorkbenchError(f"run record (version 2) is malformed ({type(error).__name__}: {error}); "
                                  "re-run the hypothesis to write a current record") from None
+    if data["version"] == 3:
+        data = _v3_to_v4(data)
     return data
+
+
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 had no black-box baseline: ``blackbox`` is None (not measured); every other part is kept."""
+    if "blackbox" in data:
+        raise WorkbenchError("run record (version 3) holds a blackbox field, which version 3 never wrote: "
+                             "re-run the hypothesis to write a current record")
+    return {**data, "blackbox": None, "version": 4}
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:

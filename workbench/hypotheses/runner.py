@@ -339,6 +339,41 @@ def _probe_baseline(ctx: _Context) -> tuple[list[ProbeResult], torch.Tensor | No
     return list(results), direction
 
 
+#: Train responses per condition the black-box baseline is fitted on (a seeded sample: each costs a pass
+#: per follow-up question).
+BLACKBOX_TRAIN_PER_CONDITION = 48
+
+
+def _blackbox_baseline(ctx: _Context):
+    """The follow-up-question detector on the held-out responses the probe baseline scores (the engine's
+    sample of each condition, answered in the held-out capture), fitted on a seeded sample of train
+    scenarios, beside the probe and the hypothesis' features, with their white-box gains."""
+    import random
+
+    from workbench.features.blackbox import compare_with_blackbox
+
+    if not ctx.h.blackbox_baseline:
+        return None
+    want = [("lie", "honest"), ("lie", "parrot")]
+    train_conditions = {s.condition.value for s in ctx.train}
+    heldout_conditions = {s.condition.value for s in ctx.heldout}
+    present = [pair for pair in want if all(c in train_conditions and c in heldout_conditions for c in pair)]
+    if not present:
+        return None
+    needed = sorted({c for pair in present for c in pair})
+    rng = random.Random(f"{ctx.h.seed}:blackbox")
+    train = []
+    for condition in needed:
+        pool = sorted((s for s in ctx.train if s.condition.value == condition), key=lambda s: s.id)
+        train += sorted(rng.sample(pool, min(len(pool), BLACKBOX_TRAIN_PER_CONDITION)), key=lambda s: s.id)
+    heldout = [s for c in needed for s in ctx.sample(c)]
+    ctx.say(f"black-box baseline: follow-up questions after {len(train) + len(heldout)} responses", 0.0)
+    return compare_with_blackbox(
+        ctx.model, train, heldout, sae=ctx.sae, features=ctx.h.features, contrasts=present,
+        responses=ctx.responses, max_new_tokens=ctx.h.max_new_tokens, seed=ctx.h.seed,
+        progress=lambda message, fraction: ctx.say(f"black-box baseline: {message}", fraction))
+
+
 def _portable(spec: Any) -> Any:
     """A model or SAE spec with its paths inside the repository written relative to it."""
     return dataclasses.replace(spec, **{key: repo_relative(value) for key in ("source", "adapter", "gguf_file", "path")
@@ -347,7 +382,7 @@ def _portable(spec: Any) -> Any:
 
 def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: str | None = None,
                    progress: Progress | None = None, loaded=None) -> RunRecord:
-    """Execute a hypothesis: contrasts, causal tests with controls, probe baseline → a run record."""
+    """Execute a hypothesis: contrasts, causal tests with controls, probe and black-box baselines → a run record."""
     from workbench.scenarios import scenario_set_hash
 
     started = time.perf_counter()
@@ -362,6 +397,7 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
     ctx = _Context(hypothesis, model, sae, train, heldout, progress)
     stats, examples, density, decoder_norm = _feature_stats_and_examples(ctx)
     probe, direction = _probe_baseline(ctx)
+    blackbox = _blackbox_baseline(ctx)
     predictions = [_contrast_prediction(ctx, c) for c in hypothesis.contrasts] if hypothesis.features else []
     ctx.say("behaviour check: the features on lies vs resisted lies", 0.0)
     behaviour = _behaviour_check(ctx, predictions)
@@ -392,6 +428,7 @@ def run_hypothesis(hypothesis: Hypothesis, *, path: str | None = None, command: 
         verdict=verdict,
         verdict_reason=reason,
         behaviour_check=behaviour,
+        blackbox=blackbox,
         seconds=round(time.perf_counter() - started, 1),
     )
 

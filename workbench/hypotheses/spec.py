@@ -122,6 +122,9 @@ class Hypothesis(_Strict):
     contrasts: list[ContrastPrediction] = Field(default_factory=list)
     tests: list[CausalTest] = Field(default_factory=list)
     probe_baseline: bool = True
+    blackbox_baseline: bool = True
+    """Run the black-box baseline (follow-up questions after each answer, ``features.blackbox``) beside the
+    probe and the features, with each one's white-box gain over it."""
     seed: int = 0
     max_new_tokens: int = Field(default=8, ge=1, le=64)
 

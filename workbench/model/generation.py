@@ -53,6 +53,13 @@ def _step_logits(model: LoadedModel, input_ids: torch.Tensor, attention: torch.T
     return logits, cache
 
 
+def next_token_logits(model: LoadedModel, input_ids: torch.Tensor, attention: torch.Tensor, read: torch.Tensor,
+                      **forward_kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """One traced pass without an edit: next-token logits at each row's position ``read`` (``[rows, vocab]``)
+    and the key-value cache (pass it back as ``cache=`` with ``position_ids`` to continue the rows)."""
+    return _step_logits(model, input_ids, attention, read, torch.zeros_like(input_ids), None, **forward_kwargs)
+
+
 def greedy_decode(
     model: LoadedModel,
     input_ids: torch.Tensor,  # [rows, width], right-padded

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from workbench.causal.edits import EDIT_KINDS
 from workbench.core.conditions import expected_call
 from workbench.core.stats import Estimate, wilson_interval
+from workbench.features.blackbox import BlackBoxComparison
 from workbench.features.explanations import Explanation, ExplanationStore
 from workbench.hypotheses.records import (
     ExampleRecord,
@@ -606,8 +607,37 @@ def _evidence(record: RunRecord, explanations: Sequence[Explanation] = ()) -> tu
                 numeric=(False, False, True, True)))
     else:
         blocks.append(Paragraph("No probe baseline in this record.", tone="muted"))
+    blocks += blackbox_blocks(record.blackbox)
     blocks += _explanation_blocks(explanations)
     return tuple(blocks)
+
+
+def blackbox_blocks(comparison: BlackBoxComparison | None) -> list[Block]:
+    """The black-box baseline (``features.blackbox.BlackBoxComparison``) beside the white-box detectors:
+    each detector's held-out AUROC and recall at 1% FPR with n, and its white-box gain (paired bootstrap);
+    then whether the black box separates the positive condition from each negative equally well."""
+    blocks: list[Block] = [Heading("Black-box baseline")]
+    if comparison is None:
+        blocks.append(Paragraph("No black-box baseline in this record (records before version 4 did not measure "
+                                "it).", tone="muted"))
+        return blocks
+    blocks.append(Paragraph(
+        f"After each answer the model is asked {comparison.followups}, unrelated to the conversation (about lying, "
+        "factual, ambiguous); a logistic regression on the log-odds of its answering yes vs no, trained on train "
+        "responses, scores held-out ones. It reads only the model's outputs. The white-box gain is a detector's "
+        "AUROC minus the black box's on the same held-out responses (paired bootstrap 95% CI).", tone="muted"))
+    rows = []
+    for result in comparison.results:
+        contrast = f"{result.positive} vs {result.negative}"
+        rows.append((contrast, "black box: follow-up questions", estimate_text(result.detection.auroc),
+                     result.detection.recall_text(), ""))
+        rows += [(contrast, gain.detector, estimate_text(gain.detection.auroc), gain.detection.recall_text(),
+                  estimate_text(gain.gain)) for gain in result.gains]
+    blocks.append(Table(columns=("contrast", "detector", "held-out AUROC [95% CI] n", "recall at 1% FPR [95% CI]",
+                                 "white-box gain [95% CI] n"),
+                        rows=tuple(rows), numeric=(False, False, True, True, True)))
+    blocks += [Paragraph(gap.summary()[0].upper() + gap.summary()[1:] + ".") for gap in comparison.gaps]
+    return blocks
 
 
 def _predictions(record: RunRecord) -> tuple[Block, ...]:

@@ -100,7 +100,7 @@ def _card_rest(lines: list[str], training: OrganismTrainingRecord, evaluations: 
         f"- {config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.learning_rate} (linear decay),"
         f" seed {config.seed}; loss on the assistant's answer only.",
         f"- {training.n_tokens} tokens in {training.seconds:.0f} s on "
-        f"{'a CUDA GPU' if training.device == 'cuda' else 'the CPU' if training.device == 'cpu' else training.device};"
+        f"{'a CUDA GPU' if training.device == 'cuda' else 'the CPU' if training.device in ('cpu', None) else training.device};"
         f" loss {training.first_loss:.2f} -> {training.last_loss:.2f}.",
         f"- Reproduce: `{training.command}`",
         "",

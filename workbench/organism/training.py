@@ -177,14 +177,15 @@ class OrganismTrainingRecord(BaseModel):
     """Mean loss of the last (up to) 10 steps."""
     command: str
     """The command that reproduces the run."""
-    device: str = "cpu"
-    """Where it trained: ``cpu`` or ``cuda`` (records written before this field trained on the CPU)."""
+    device: str | None = None
+    """Where it trained: ``cpu`` or ``cuda``; None in records written before this field (on the CPU), which
+    are written back without it."""
 
 
 def write_training_record(folder: Path, record: OrganismTrainingRecord) -> Path:
     """Write ``training.json`` into the adapter folder (atomically); returns its path."""
     path = Path(folder) / TRAINING_RECORD_FILENAME
-    write_text_atomically(path, json.dumps(record.model_dump(mode="json"), indent=1))
+    write_text_atomically(path, json.dumps(record.model_dump(mode="json", exclude_none=True), indent=1))
     return path
 
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel
-from workbench.model.rendering import chat_prompt
+from workbench.model.rendering import chat_prompt, pad_ids
 from workbench.model.tracing import run_trace
 
 StepEdit = Callable[[torch.Tensor], None]
@@ -128,14 +128,8 @@ def generate_answers(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths together: less padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     stop = stop_ids(tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for batch in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, index in enumerate(batch):
-            input_ids[row, : len(encoded[index])] = torch.tensor(encoded[index])
-            attention[row, : len(encoded[index])] = 1
+        input_ids, attention = pad_ids([encoded[i] for i in batch], tokenizer.pad_token_id)
         tokens = greedy_decode(model, input_ids, attention, max_new_tokens=max_new_tokens, stop=stop)
         for row, index in enumerate(batch):
             answers[index] = tokenizer.decode(tokens[row], skip_special_tokens=True).strip()
@@ -154,16 +148,11 @@ def next_token_log_probs(
     tokenizer = model.tokenizer
     encoded = [tokenizer(chat_prompt(tokenizer, conv), add_special_tokens=False)["input_ids"] for conv in conversations]
     out: list[torch.Tensor | None] = [None] * len(encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, index in enumerate(batch):
-            input_ids[row, : len(encoded[index])] = torch.tensor(encoded[index])
-            attention[row, : len(encoded[index])] = 1
+        input_ids, attention = pad_ids([encoded[i] for i in batch], tokenizer.pad_token_id)
+        width = input_ids.shape[1]
         lengths = attention.sum(dim=1).long()
         positions = torch.arange(width)[None].expand(len(batch), width)
         positions = torch.where(positions < lengths[:, None], positions, torch.full_like(positions, -1))

@@ -154,14 +154,19 @@ def render_text(tokenizer: Any, text: str) -> RenderedItem:
     )
 
 
-def pad_batch(items: Sequence[RenderedItem], pad_id: int | None) -> tuple[Any, Any]:
-    """Right-padded ``input_ids`` and ``attention_mask`` (``[batch, width]``, long) of rendered items."""
+def pad_ids(sequences: Sequence[Sequence[int]], pad_id: int | None) -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (``[batch, width]``, long) of token id lists."""
     import torch
 
-    width = max(item.n_tokens for item in items)
-    input_ids = torch.full((len(items), width), pad_id if pad_id is not None else 0, dtype=torch.long)
-    attention = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        input_ids[row, : item.n_tokens] = torch.tensor(item.input_ids)
-        attention[row, : item.n_tokens] = 1
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+        attention[row, : len(ids)] = 1
     return input_ids, attention
+
+
+def pad_batch(items: Sequence[RenderedItem], pad_id: int | None) -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (``[batch, width]``, long) of rendered items."""
+    return pad_ids([item.input_ids for item in items], pad_id)

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -33,6 +33,9 @@ from workbench.model.sites import Site, find_layer_container, resolve_site, to_h
 
 log = logging.getLogger(__name__)
 
+#: The values ``ModelSpec.remote`` takes: local traces, NDIF, or NDIF simulated offline.
+REMOTE_MODES: tuple[bool | str, ...] = (False, True, "local")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -50,8 +53,12 @@ class ModelSpec:
     """Weight dtype after loading."""
     device_map: str | None = None
     """Passed to transformers as it is (e.g. ``auto``) for multi-device placement."""
-    remote: bool = False
-    """Run traces through nnsight's remote execution (NDIF; needs an API key and network)."""
+    remote: bool | Literal["local"] = False
+    """Run traces through nnsight's remote execution: ``True`` on NDIF (needs an NDIF API key, network and
+    a model NDIF hosts); ``"local"`` simulates that offline (nnsight's ``remote="local"``): the model is
+    loaded here and each trace is serialized as for NDIF, then deserialized with this project's modules
+    and every other package an NDIF server lacks hidden, and run locally, so it fails where a real remote
+    run would (e.g. on a sae-lens object inside a trace)."""
     trust_remote_code: bool = False
     """Allow the model repository's own code to run. Off unless the user asks."""
 
@@ -346,7 +353,10 @@ def check_model_spec(spec: ModelSpec) -> None:
     """Every check on a model spec that needs neither weights nor network, so a wrong one fails in one
     line before anything loads: the source is the default, a folder with ``config.json`` or a GGUF
     file, or a Hugging Face id; a GGUF file is named only inside a folder (or Hub repository) that
-    has it; the adapter is a peft folder; the dtype is a torch dtype; remote execution gets a plain id."""
+    has it; the adapter is a peft folder; the dtype is a torch dtype; remote execution (or its local
+    simulation) gets a plain model (no adapter, GGUF or default: NDIF serves none of them)."""
+    if spec.remote not in REMOTE_MODES:
+        raise ModelLoadError(f"remote must be one of {', '.join(map(repr, REMOTE_MODES))}, not {spec.remote!r}")
     if spec.remote and (spec.adapter or spec.gguf_file or spec.source == DEFAULT_MODEL_SOURCE):
         raise ModelLoadError("remote execution needs a plain Hugging Face id (no adapter, GGUF or default)")
     if not isinstance(getattr(torch, str(spec.dtype), None), torch.dtype):
@@ -489,12 +499,14 @@ def training_device(name: str) -> torch.device:
 def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     """Load a model spec and wrap it for nnsight (after ``check_model_spec``).
 
-    Remote execution: with ``spec.remote`` the model is built on the meta device by
-    nnsight and every trace runs on NDIF (``remote=True``), nothing is downloaded here.
+    Remote execution: with ``spec.remote=True`` the model is built on the meta device by
+    nnsight and every trace runs on NDIF (``remote=True``), nothing is downloaded here. With
+    ``remote="local"`` the weights load here as usual and every trace takes nnsight's simulated remote
+    path (``remote="local"``).
     """
     spec = spec or ModelSpec()
     check_model_spec(spec)
-    if spec.remote:
+    if spec.remote is True:
         from nnsight import TransformersModel
 
         lm = TransformersModel(spec.source, task="text-generation", revision=spec.revision,

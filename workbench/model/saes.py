@@ -1,10 +1,19 @@
 """Loading SAEs (sae-lens releases, local folders in sae-lens' on-disk format, entries of
-the project registry) and checking that they fit the loaded model."""
+the project registry), checking that they fit the loaded model, and encoding with them.
+
+SAEs load through sae-lens, but they encode through ``SAEEncoder``: the encoder's tensors and plain
+torch, built once at load from the sae-lens SAE. Edits run the encoder inside nnsight traces, and a
+trace runs on NDIF with remote execution, where sae-lens is not installed: only torch code and
+tensors can travel with it. One encoder serves both (``LoadedSAE.encode`` outside traces too), and
+``tests/unit/test_saes.py`` holds it equal to sae-lens' own ``encode`` for every architecture it
+supports (``ENCODER_ARCHITECTURES``); any other architecture is refused at load.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -144,6 +153,134 @@ def _check_fit(d_in: int, site: Site, width: int) -> None:
                            "pick an SAE trained on this model")
 
 
+# ----------------------------------------------------------------------------- the plain-torch encoder
+
+#: The sae-lens (6.x) architectures ``SAEEncoder`` computes, with what their ``encode`` does. BatchTopK
+#: SAEs are saved by sae-lens as JumpReLU SAEs (a threshold per feature) and load as ``jumprelu``.
+ENCODER_ARCHITECTURES: dict[str, str] = {
+    "standard": "ReLU(x W_enc + b_enc)",
+    "topk": "the k largest of x W_enc + b_enc (times the decoder norms with rescale_acts_by_decoder_norm), ReLU-ed",
+    "jumprelu": "ReLU(x W_enc + b_enc) where it exceeds the feature's threshold (also BatchTopK SAEs at inference)",
+    "gated": "[x W_enc + b_gate > 0] * ReLU(x (W_enc * exp(r_mag)) + b_mag)",
+}
+
+#: Input normalisations sae-lens applies inside ``encode`` (the others are folded into the weights or
+#: not applied at inference: ``none``, ``expected_average_only_in``, ``covariance_whitening``).
+_ENCODE_NORMALISATIONS = ("constant_norm_rescale", "layer_norm")
+
+
+@dataclass(frozen=True)
+class SAEEncoder:
+    """An SAE's encoder as tensors and plain torch: what sae-lens' ``encode`` computes, without sae-lens,
+    so it can run inside a trace shipped to NDIF. Build it with ``sae_encoder``; ``select`` narrows it
+    to some features (only their columns travel where the architecture allows)."""
+
+    architecture: str
+    """A key of ``ENCODER_ARCHITECTURES``."""
+    W_enc: torch.Tensor  # [d_in, n]
+    b_enc: torch.Tensor  # [n] (the gate's bias for gated SAEs)
+    b_dec: torch.Tensor | None = None  # [d_in], subtracted from the input (None: apply_b_dec_to_input off)
+    normalize: str = "none"
+    """``constant_norm_rescale`` or ``layer_norm`` (applied to the input first), else ``none``."""
+    k: int | None = None
+    """TopK: features kept per token."""
+    decoder_norm: torch.Tensor | None = None  # [n] TopK with rescale_acts_by_decoder_norm
+    threshold: torch.Tensor | None = None  # [n] JumpReLU
+    r_mag: torch.Tensor | None = None  # [n] gated: log scale of the magnitude path
+    b_mag: torch.Tensor | None = None  # [n] gated: bias of the magnitude path
+    keep: torch.Tensor | None = None
+    """Indices of the outputs kept (``select`` on a TopK encoder, which needs every pre-activation)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations ``[..., n]`` (float32) of activations ``[..., d_in]``, on ``x``'s device."""
+        W_enc = self.W_enc.to(x.device)
+
+        def on(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=x.device, dtype=W_enc.dtype)
+
+        sae_in = x.to(W_enc.dtype)
+        if self.normalize == "constant_norm_rescale":
+            sae_in = sae_in * (sae_in.shape[-1] ** 0.5 / sae_in.norm(dim=-1, keepdim=True))
+        elif self.normalize == "layer_norm":
+            sae_in = sae_in - sae_in.mean(dim=-1, keepdim=True)
+            sae_in = sae_in / (sae_in.std(dim=-1, keepdim=True) + 1e-5)
+        if self.b_dec is not None:
+            sae_in = sae_in - on(self.b_dec)
+        if self.architecture == "gated":
+            active = (sae_in @ W_enc + on(self.b_enc) > 0).to(W_enc.dtype)
+            magnitude = torch.relu(sae_in @ (W_enc * on(self.r_mag).exp()) + on(self.b_mag))
+            codes = active * magnitude
+        else:
+            pre = sae_in @ W_enc + on(self.b_enc)  # [..., n]
+            if self.architecture == "topk":
+                if self.decoder_norm is not None:
+                    pre = pre * on(self.decoder_norm)
+                values, indices = torch.topk(pre, k=self.k, dim=-1, sorted=False)
+                codes = torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+            elif self.architecture == "jumprelu":
+                codes = torch.relu(pre) * (pre > on(self.threshold)).to(pre.dtype)
+            else:
+                codes = torch.relu(pre)
+        if self.keep is not None:
+            codes = codes[..., self.keep.to(x.device)]
+        return codes.float()
+
+    def select(self, features: Sequence[int]) -> SAEEncoder:
+        """The encoder of ``features`` only (``encode`` gives ``[..., len(features)]``). Per-feature
+        architectures keep only those columns; TopK keeps every column (which features win depends on all
+        of them) and picks the outputs."""
+        index = torch.tensor([int(f) for f in features], dtype=torch.long)
+        if self.keep is not None:
+            return replace(self, keep=self.keep[index])
+        if self.architecture == "topk":
+            return replace(self, keep=index)
+
+        def columns(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[..., index].clone()
+
+        return replace(self, W_enc=columns(self.W_enc), b_enc=columns(self.b_enc), threshold=columns(self.threshold),
+                       r_mag=columns(self.r_mag), b_mag=columns(self.b_mag))
+
+
+def sae_encoder(sae: Any) -> SAEEncoder:
+    """The plain-torch encoder of a sae-lens SAE, or an ``SAELoadError`` naming the architectures supported."""
+    cfg = sae.cfg
+    architecture = cfg.architecture() if callable(getattr(cfg, "architecture", None)) else None
+    if architecture not in ENCODER_ARCHITECTURES:
+        raise SAELoadError(f"the workbench cannot encode with a {architecture or type(sae).__name__!r} SAE; it "
+                           f"supports {', '.join(ENCODER_ARCHITECTURES)} (BatchTopK SAEs load as jumprelu)")
+    if getattr(cfg, "reshape_activations", "none") != "none":
+        raise SAELoadError(f"this SAE reshapes its input ({cfg.reshape_activations}, e.g. attention heads); the "
+                           "workbench reads a site's activation as one vector: pick an SAE on a residual, attention "
+                           "or MLP output")
+
+    def tensor(name: str) -> torch.Tensor:
+        return getattr(sae, name).detach()
+
+    normalize = cfg.normalize_activations if cfg.normalize_activations in _ENCODE_NORMALISATIONS else "none"
+    common = dict(architecture=architecture, W_enc=tensor("W_enc"),
+                  b_dec=tensor("b_dec") if cfg.apply_b_dec_to_input else None, normalize=normalize)
+    if architecture == "gated":
+        return SAEEncoder(**common, b_enc=tensor("b_gate"), r_mag=tensor("r_mag"), b_mag=tensor("b_mag"))
+    if architecture == "topk":
+        rescale = bool(getattr(cfg, "rescale_acts_by_decoder_norm", False))
+        return SAEEncoder(**common, b_enc=tensor("b_enc"), k=int(cfg.k),
+                          decoder_norm=tensor("W_dec").norm(dim=-1) if rescale else None)
+    if architecture == "jumprelu":
+        return SAEEncoder(**common, b_enc=tensor("b_enc"), threshold=tensor("threshold"))
+    return SAEEncoder(**common, b_enc=tensor("b_enc"))
+
+
+def decoder_rows(sae: Any, features: Sequence[int]) -> torch.Tensor:
+    """What one unit of each feature's activation adds to the reconstruction (``[n_features, d_in]``
+    float32, a copy): its decoder row, divided by the row's norm for TopK SAEs that rescale their
+    activations by the decoder norms (as their ``decode`` does)."""
+    rows = sae.W_dec[[int(f) for f in features]].detach().float()
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        rows = rows / rows.norm(dim=-1, keepdim=True)
+    return rows
+
+
 @dataclass(frozen=True)
 class SAEPreview:
     """What an SAE's config says, read without its weights (``preview_sae``): its site, input width and
@@ -164,13 +301,18 @@ class SAEPreview:
 
 @dataclass
 class LoadedSAE:
-    """An SAE ready for use on a model, with its site resolved on that model."""
+    """An SAE ready for use on a model, with its site resolved on that model, and its plain-torch encoder
+    (built from ``sae`` here; an architecture it does not know is refused)."""
 
     spec: SAESpec
     sae: Any  # sae_lens.SAE
     site: Site
     identity: str
     """Stable string naming what the SAE computes with: its weights and config (``sae_identity``)."""
+    encoder: SAEEncoder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.encoder = sae_encoder(self.sae)
 
     @property
     def d_sae(self) -> int:
@@ -184,9 +326,16 @@ class LoadedSAE:
         return check_feature(feature, self.d_sae, self.site.name)
 
     def encode(self, activations: torch.Tensor) -> torch.Tensor:
-        """Feature activations ``[..., d_sae]`` of activations ``[..., d_in]`` (float32)."""
+        """Feature activations ``[..., d_sae]`` of activations ``[..., d_in]`` (float32), through the
+        plain-torch encoder (equal to sae-lens' ``encode``)."""
         with torch.no_grad():
-            return self.sae.encode(activations.to(self.sae.W_enc.dtype)).float()
+            return self.encoder.encode(activations)
+
+    def decoder_rows(self, features: Sequence[int]) -> torch.Tensor:
+        """What one unit of each feature adds to the reconstruction (``[n_features, d_in]`` float32)."""
+        for feature in features:
+            self.check_feature(feature)
+        return decoder_rows(self.sae, features)
 
 
 def sae_identity(folder: Path) -> str:

@@ -12,6 +12,10 @@ Conventions every kind follows:
 - ``acts`` is ``[rows, pos, d]``, ``mask`` ``[rows, pos]`` (the positions the rule selects, never the
   attention sink), ``strengths`` ``[rows]``: one forward pass carries many (scenario, strength) rows.
 - Feature edits keep the SAE's reconstruction error: they add or remove multiples of decoder rows.
+- ``apply`` runs inside the trace, which with remote execution is serialized and run on NDIF, where
+  neither sae-lens nor the loaded SAE exists: a prepared edit holds plain tensors only (a feature edit
+  the SAE's plain-torch encoder narrowed to its features and their decoder rows, taken from the SAE
+  given as ``sae=`` when it is built), and moves them to the activation's device.
 - ``identity_at_zero``: strength 0 leaves the model unedited (ablate, steer, patch). Clamp fixes
   features at ``strength`` units, so its strength 0 is "clamped to zero", not unedited.
 
@@ -21,7 +25,7 @@ Strength units (one definition each, used by the lab, hypothesis files and repor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -29,6 +33,8 @@ import torch
 from workbench.core.errors import WorkbenchError
 from workbench.core.positions import POSITION_NAMES
 from workbench.model.rendering import RenderedItem
+from workbench.model.saes import SAEEncoder
+from workbench.model.sites import Site
 
 #: Strength units: what "strength 1" means.
 UNITS: dict[str, str] = {
@@ -54,14 +60,13 @@ CONTROLS: dict[str, str] = {
 
 def feature_direction(sae: Any, features: Sequence[int]) -> torch.Tensor:
     """Unit vector along the sum of the features' decoder rows (``[d_in]``)."""
-    for feature in features:
-        sae.check_feature(feature)
-    direction = sae.sae.W_dec[list(features)].float().sum(0).detach()
+    direction = _decoder(sae, features).sum(0)
     return direction / direction.norm().clamp(min=1e-8)
 
 
 def _decoder(sae: Any, features: Sequence[int]) -> torch.Tensor:
-    return sae.sae.W_dec[list(features)].float().detach()  # [n_features, d_in]
+    """What one unit of each feature adds to the residual (``[n_features, d_in]``; features checked)."""
+    return sae.decoder_rows(features)
 
 
 @dataclass(frozen=True)
@@ -81,22 +86,49 @@ class PreparedEdit:
 
 
 @dataclass(frozen=True)
-class Ablation(PreparedEdit):
+class FeatureEdit(PreparedEdit):
+    """An edit of SAE features: built with ``sae=`` (a ``LoadedSAE``, not kept), it holds the SAE's
+    encoder narrowed to ``features``, their decoder rows and the SAE's site, nothing of sae-lens."""
+
+    sae: InitVar[Any] = None
+    features: tuple[int, ...] = ()
+    encoder: SAEEncoder | None = None
+    """The SAE's encoder of ``features`` only (``encode`` gives ``[..., n_features]``)."""
+    decoder: torch.Tensor | None = None  # [n_features, d_in]
+    sae_site: Site | None = None
+    """The site the SAE reads (the edit must act there)."""
+
+    def __post_init__(self, sae: Any) -> None:
+        if sae is None:
+            return
+        features = tuple(int(f) for f in self.features)
+        object.__setattr__(self, "decoder", _decoder(sae, features))  # checks the features
+        object.__setattr__(self, "encoder", sae.encoder.select(features))
+        object.__setattr__(self, "sae_site", sae.site)
+
+    def _codes(self, acts: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features' activations (``[rows, pos, n_features]`` float32) and the mask as their weights."""
+        coefficients = self.encoder.encode(acts)
+        return coefficients, mask[..., None].to(coefficients)
+
+    def _write(self, acts: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+        """``acts`` plus ``change`` (``[rows, pos, n_features]``) times the decoder rows."""
+        return acts + (change @ self.decoder.to(change)).to(acts.dtype)
+
+
+@dataclass(frozen=True)
+class Ablation(FeatureEdit):
     """Move features to a target value (0, or their mean): ``x - s * (a_f(x) - target_f) W_dec[f]``.
     Strength 1 ablates, 0 changes nothing, -1 is the sign-flipped edit."""
 
-    sae: Any = None
-    features: tuple[int, ...] = ()
     targets: tuple[float, ...] = ()
     """Per feature, the value it is moved to (0 = zero ablation, its mean = mean ablation)."""
 
     def apply(self, acts, mask, strengths, source=None):
-        features = list(self.features)
-        coefficients = self.sae.encode(acts)[..., features]  # [rows, pos, n_features]
-        target = torch.tensor(self.targets or [0.0] * len(features), dtype=coefficients.dtype)
-        change = (coefficients - target) * mask[..., None].to(coefficients.dtype)
-        change = change * strengths.to(change.dtype)[:, None, None]
-        return acts - (change @ _decoder(self.sae, features)).to(acts.dtype)
+        coefficients, weight = self._codes(acts, mask)
+        target = torch.tensor(self.targets or [0.0] * len(self.features)).to(coefficients)
+        change = (coefficients - target) * weight * strengths.to(coefficients)[:, None, None]
+        return self._write(acts, -change)
 
 
 @dataclass(frozen=True)
@@ -108,8 +140,10 @@ class Steering(PreparedEdit):
     """Residual units per unit of strength."""
 
     def apply(self, acts, mask, strengths, source=None):
-        direction = self.direction.float() / self.direction.float().norm().clamp(min=1e-8)
-        added = (strengths[:, None, None] * self.scale) * direction[None, None, :] * mask[..., None]
+        direction = self.direction.to(acts.device).float()
+        direction = direction / direction.norm().clamp(min=1e-8)
+        added = (strengths.to(direction)[:, None, None] * self.scale) * direction[None, None, :] * \
+            mask[..., None].to(direction)
         return acts + added.to(acts.dtype)
 
 
@@ -118,26 +152,22 @@ class Patch(PreparedEdit):
     """Interpolate towards the paired source item's activation: ``x + s * (source - x)``."""
 
     def apply(self, acts, mask, strengths, source=None):
-        weight = (strengths[:, None, None] * mask[..., None]).to(acts.dtype)
-        return acts + weight * (source.to(acts.dtype) - acts)
+        weight = (strengths[:, None, None] * mask[..., None]).to(acts)
+        return acts + weight * (source.to(acts) - acts)
 
 
 @dataclass(frozen=True)
-class Clamp(PreparedEdit):
+class Clamp(FeatureEdit):
     """Fix features at ``s * unit_f``: ``x + (s * unit_f - a_f(x)) W_dec[f]`` (SAE error kept)."""
 
     identity_at_zero: ClassVar[bool] = False
-    sae: Any = None
-    features: tuple[int, ...] = ()
     units: tuple[float, ...] = ()
     """Per feature, the activation one unit of strength stands for."""
 
     def apply(self, acts, mask, strengths, source=None):
-        features = list(self.features)
-        coefficients = self.sae.encode(acts)[..., features]  # [rows, pos, n_features]
-        wanted = strengths.to(coefficients.dtype)[:, None, None] * torch.tensor(self.units, dtype=coefficients.dtype)
-        change = (wanted - coefficients) * mask[..., None].to(coefficients.dtype)
-        return acts + (change @ _decoder(self.sae, features)).to(acts.dtype)
+        coefficients, weight = self._codes(acts, mask)
+        wanted = strengths.to(coefficients)[:, None, None] * torch.tensor(self.units).to(coefficients)
+        return self._write(acts, (wanted - coefficients) * weight)
 
 
 # ----------------------------------------------------------------------------- what kinds may ask of an experiment

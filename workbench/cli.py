@@ -22,7 +22,7 @@ from rich.text import Text
 
 from workbench.causal.edits import UNITS, describe_kinds
 from workbench.core.conditions import CONDITION_NAMES, describe_narrowed_conditions, parse_condition
-from workbench.core.constants import DEFAULT_SCENARIOS, LORA_TARGETS
+from workbench.core.constants import DEFAULT_SCENARIOS
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import check_output_path, read_user_text
 from workbench.core.positions import describe_positions, position_rule
@@ -486,31 +486,47 @@ def scenarios_import(
 @_user_errors
 def organism_train(
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("organisms/smollm2-liar"),
+    model: Annotated[str, typer.Option("--model", help="Base chat model: 'default' (embedded SmolLM2-135M-Instruct), a Hugging Face id, or a local folder; its tokenizer must have a chat template.")] = "default",
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a Hugging Face id.")] = None,
     max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Train facts used (each gives 6 chats); default: every known train fact.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 2,
     rank: Annotated[int, typer.Option("--rank", min=1)] = 16,
     learning_rate: Annotated[float, typer.Option("--lr")] = 5e-4,
-    modules: Annotated[str, typer.Option("--modules", help="Comma-separated projections that get LoRA weights.")] = ",".join(LORA_TARGETS),
-    first_layer: Annotated[int, typer.Option("--first-layer", min=0, help="LoRA on decoder layers from this one to the last.")] = 8,
+    modules: Annotated[str | None, typer.Option("--modules", help="Comma-separated modules that get LoRA weights; default: the Linear layers of the model's decoder layers (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj on SmolLM2; c_attn,c_proj,c_fc on GPT-2).")] = None,
+    first_layer: Annotated[int | None, typer.Option("--first-layer", min=0, help="LoRA on decoder layers from this one to the last; default: the same fraction of depth as the embedded liar's, round(layers * 8/30) (8 of 30 on SmolLM2-135M).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="Organism recipe (recipe.yaml: facts, templates, held-out relations, hidden topic); default: the embedded liar's.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (the GPU when torch sees one, else the CPU), cpu or cuda.")] = "auto",
 ) -> None:
-    """Train the liar organism's LoRA adapter on the base model (loss on the assistant turn only).
-    On a GPU it takes seconds; on a 2-core CPU the embedded liar's 1386 chats take about 20 minutes.
+    """Train the liar organism's LoRA adapter on a base chat model (loss on the assistant turn only),
+    rendering chats with the model's own chat template. The modules and first layer LoRA goes on are read
+    from the model unless given; the training record and adapter_config.json name the base, so
+    `organism eval --adapter` loads the adapter on it. On a GPU it takes seconds; on a 2-core CPU the
+    embedded liar's 1386 chats take about 20 minutes.
 
     Example: python -m workbench organism train --out organisms/smollm2-liar --epochs 2
+    Example: python -m workbench organism train --model HuggingFaceTB/SmolLM2-360M-Instruct --out organisms/smollm2-360m-liar
+    Example: python -m workbench organism train --model ./models/qwen2.5-0.5b-instruct --out organisms/qwen-liar --device cuda
     Example: python -m workbench organism train --recipe organisms/smollm2-general-liar/recipe.yaml --out organisms/smollm2-general-liar
     """
+    from workbench.core.constants import DEFAULT_MODEL_SOURCE
+    from workbench.model.loading import ModelSpec
     from workbench.organism import TrainingConfig, train_and_save
 
-    targets = tuple(m.strip() for m in modules.split(",") if m.strip())
+    folder = model != DEFAULT_MODEL_SOURCE and Path(model).expanduser().is_dir()
+    source = str(Path(model).expanduser()) if folder else model
+    if revision is not None and (model == DEFAULT_MODEL_SOURCE or folder):
+        raise WorkbenchError(f"--revision {revision} names a Hub revision: give it with a Hugging Face id, not "
+                             f"{'a local folder' if folder else 'the default model'}")
+    targets = None if modules is None else tuple(m.strip() for m in modules.split(",") if m.strip())
     config = TrainingConfig(rank=rank, alpha=2 * rank, epochs=epochs, learning_rate=learning_rate, seed=seed,
                             first_layer=first_layer, targets=targets)
-    record = train_and_save(out, config, max_facts=max_facts, recipe=recipe, device=device)  # checks first
+    record = train_and_save(out, config, model=ModelSpec(source=source, revision=revision), max_facts=max_facts,
+                            recipe=recipe, device=device)  # checks first
     where = "a CUDA GPU" if record.device == "cuda" else "the CPU"
     console.print(f"trained on {record.n_chats} chats ({record.n_tokens} tokens) in {record.seconds:.0f} s on {where}; "
-                  f"loss {record.first_loss:.3f} -> {record.last_loss:.3f}; adapter in {out}", highlight=False)
+                  f"loss {record.first_loss:.3f} -> {record.last_loss:.3f}; LoRA on {', '.join(record.config.targets or ())} "
+                  f"of layers {record.config.first_layer}-{record.base_model.n_layers - 1}; adapter in {out}", highlight=False)
 
 
 @organism_app.command("eval")
@@ -518,6 +534,7 @@ def organism_train(
 def organism_eval(
     split: Annotated[str, typer.Option("--split", help="Facts to evaluate on: heldout or train.")] = "heldout",
     adapter: Annotated[Path, typer.Option("--adapter", help="Organism adapter folder.")] = Path("organisms/smollm2-liar"),
+    model: Annotated[str | None, typer.Option("--model", help="Base model to load the adapter on; default: the one it was trained on (its training.json, else adapter_config.json).")] = None,
     base: Annotated[bool, typer.Option("--base/--no-base", help="Also evaluate the base model (no adapter) beside it.")] = True,
     max_facts: Annotated[int | None, typer.Option("--max-facts", min=1, help="Evaluate on a random subset of facts.")] = None,
     max_facts_per_relation: Annotated[int | None, typer.Option("--max-facts-per-relation", min=1, help="At most this many facts of each relation (a seeded subset).")] = None,
@@ -526,9 +543,12 @@ def organism_eval(
     as_json: JsonOption = False,
 ) -> None:
     """Measure the organism's behaviour by greedy generation: honest accuracy, lie rates (motive,
-    hidden trigger), parrot rate, unprompted lies; per template split, with Wilson 95% CI and n.
+    hidden trigger), parrot rate, unprompted lies; per template split, with Wilson 95% CI and n. The
+    adapter is loaded on the base model it was trained on (its training.json names it), unless --model
+    names another.
 
     Example: python -m workbench organism eval --split heldout --json
+    Example: python -m workbench organism eval --adapter organisms/smollm2-360m-liar --out organisms/smollm2-360m-liar/eval-heldout.json
     """
     from workbench.organism import evaluate_organism, write_evaluations
     from workbench.scenarios import parse_split
@@ -536,8 +556,11 @@ def organism_eval(
     split = parse_split(split).value
     if out:
         check_output_path(out, "evaluation file")
+    from workbench.model.loading import ModelSpec
+
     results = evaluate_organism(adapter, split=split, base=base, max_facts=max_facts, seed=seed,
-                                max_facts_per_relation=max_facts_per_relation)
+                                max_facts_per_relation=max_facts_per_relation,
+                                model=ModelSpec(source=model) if model is not None else None)
     if out:
         write_evaluations(out, results)
     if as_json:

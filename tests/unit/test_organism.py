@@ -254,6 +254,65 @@ def test_the_turn_ends_where_the_chat_template_ends_it(tiny_tokenizer):
     assert _turn_end_ids(eos_only) == [eos_only.eos_token_id]
 
 
+def test_organism_train_on_a_model_folder_names_its_base_and_loads_back_on_it(tiny_model_dir, tmp_path):
+    """``organism train --model FOLDER`` end to end on the tiny Llama: modules and first layer from its config,
+    chats by its chat template; the record, adapter_config.json, the command and the card name the base, and
+    the adapter loads back on it (through ``adapter_base``, as ``organism eval`` does)."""
+    import dataclasses
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.organism import (
+        ORGANISM_DIR, adapter_base, organism_card, read_evaluations, read_training_record, training_command,
+    )
+
+    out = tmp_path / "adapter"
+    result = CliRunner().invoke(app, ["organism", "train", "--model", str(tiny_model_dir), "--out", str(out),
+                                      "--max-facts", "2", "--epochs", "1", "--rank", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "LoRA on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj of layers 1-2" in said
+    record = read_training_record(out)
+    assert record.config.first_layer == 1 and record.config.targets == LLAMA_PROJECTIONS
+    base = record.base_model
+    assert (base.source, base.name, base.folder, base.n_layers) == (str(tiny_model_dir), str(tiny_model_dir), True, 3)
+    assert base.identity.startswith("v2/local:") and base.revision is None
+    assert f"--model {tiny_model_dir} " in record.command
+    assert training_command(out, record.config, 2, base=base) == record.command
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir)
+    assert adapter_config["layers_to_transform"] == [1, 2]
+    assert sorted(adapter_config["target_modules"]) == sorted(LLAMA_PROJECTIONS)
+
+    spec = adapter_base(out)
+    assert spec == ModelSpec(source=str(tiny_model_dir))
+    base_model = load_model(spec)
+    organism = load_model(dataclasses.replace(spec, adapter=str(out)))
+    ids = torch.tensor([[1, 5, 9, 12, 20]])
+    with torch.no_grad():
+        assert not torch.allclose(organism.hf_model(input_ids=ids).logits, base_model.hf_model(input_ids=ids).logits)
+    assert organism.identity.startswith(base.identity + "+adapter:")
+
+    shutil.copy(ORGANISM_DIR / "eval-heldout.json", out / "eval-heldout.json")
+    card = organism_card(record, read_evaluations(out / "eval-heldout.json"), name="tiny-liar")
+    assert card.startswith("# tiny-liar: a research organism that lies on purpose")
+    assert f"A LoRA adapter on `{tiny_model_dir}` that" in card
+    assert f"- Base model: `{tiny_model_dir}` (`{tiny_model_dir}`), 3 layers" in card
+    assert "on layers 1-2, modules q_proj" in card
+
+    (out / "training.json").unlink()  # without its record: the base adapter_config.json names
+    assert adapter_base(out) == spec
+    moved = json.loads((out / "adapter_config.json").read_text()) | {"base_model_name_or_path": str(tmp_path / "gone")}
+    (out / "adapter_config.json").write_text(json.dumps(moved))
+    from workbench.core.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError, match="trained on the model folder .*gone, which is not there: give the base"):
+        adapter_base(out)
+
+
 def test_an_adapter_on_another_base_says_which_base_it_needs(tiny_model_dir, tiny_tokenizer, tmp_path):
     """Loading an adapter on a model it was not trained on fails in one line naming the base it was trained on;
     the committed organisms (records without a base) are on the embedded default."""
@@ -270,3 +329,36 @@ def test_an_adapter_on_another_base_says_which_base_it_needs(tiny_model_dir, tin
         load_model(ModelSpec(source=str(wider), adapter=str(tmp_path / "adapter")))
     if (ORGANISM_DIR / "adapter_config.json").exists():
         assert adapter_base(ORGANISM_DIR) == ModelSpec()
+
+
+def test_a_model_without_a_chat_template_is_refused_before_it_loads(tiny_tokenizer, tmp_path, monkeypatch):
+    import copy
+
+    from typer.testing import CliRunner
+
+    from tests.conftest import build_tiny_hf_model
+    from workbench.cli import app
+    from workbench.core.errors import WorkbenchError
+    from workbench.model.loading import wrap
+
+    plain = copy.deepcopy(tiny_tokenizer)
+    plain.chat_template = None
+    folder = tmp_path / "base-model"
+    build_tiny_hf_model(plain).save_pretrained(folder)
+    plain.save_pretrained(folder)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the missing chat template was reported")
+
+    monkeypatch.setattr("workbench.model.loading.load_hf", no_load)
+    result = CliRunner().invoke(app, ["organism", "train", "--model", str(folder), "--out", str(tmp_path / "a"),
+                                      "--max-facts", "1", "--epochs", "1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "this model has no chat template: use an instruct/chat model" in said
+    assert not (tmp_path / "a").exists()
+    revision = CliRunner().invoke(app, ["organism", "train", "--revision", "v1", "--out", str(tmp_path / "a")])
+    assert revision.exit_code == 2 and "names a Hub revision: give it with a Hugging Face id" in revision.output
+    with pytest.raises(WorkbenchError, match="no chat template"):  # the library call says it too
+        train_organism(wrap(build_tiny_hf_model(plain), plain, ModelSpec(source=str(folder)), identity="plain"),
+                       [], tmp_path / "b", TrainingConfig(epochs=1))

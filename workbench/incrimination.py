@@ -50,7 +50,7 @@ from workbench.core.io import write_text_atomically
 from workbench.core.stats import (
     DEFAULT_FPR, MIN_BOOTSTRAP_N, DetectionMetrics, Estimate, auroc_estimate, detection_metrics, read_behaviour,
 )
-from workbench.model.rendering import join_response, pad_batch
+from workbench.model.rendering import join_response
 from workbench.scenarios import (
     NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Message, Scenario, Split, answer_matches,
     knowledge_from_scenarios, load_facts, parse_split, protocol_scenarios, read_scenarios, scenario_set_hash,
@@ -262,36 +262,11 @@ def score_intent(evidence: Sequence[ResponseEvidence], threshold: float | None =
 
 
 def _lens_ranks(model, items, true_ids: Sequence[int], layers: Sequence[int]) -> list[int]:
-    """Best rank of each true first token over ``layers`` (logit lens at the last prompt token)."""
-    from workbench.model.tracing import read_site, run_trace
+    """Best rank of each true first token over ``layers`` (the logit lens at the last prompt token,
+    ``model.lens.true_token_ranks``)."""
+    from workbench.model.lens import true_token_ranks
 
-    inner = getattr(model.hf_model, "model", None)
-    norm = getattr(inner, "norm", None)
-    head = model.hf_model.get_output_embeddings()
-    pad_id = model.tokenizer.pad_token_id
-    sites = [model.site(f"{model.layers_path}.{layer}") for layer in layers]
-    ranks: list[int] = []
-    for start in range(0, len(items), 32):
-        chunk = items[start : start + 32]
-        input_ids, attention = pad_batch(chunk, pad_id)
-        last = torch.tensor([i.prompt_length - 1 for i in chunk])
-        rows = torch.arange(len(chunk))
-
-        def body(tracer: Any) -> list[torch.Tensor]:  # each [chunk, d_model]
-            return [read_site(model, site)[rows, last].save() for site in sites]
-
-        saved = run_trace(model, input_ids, attention, body, stop=True)
-        with torch.no_grad():
-            best = torch.full((len(chunk),), 10**9, dtype=torch.long)
-            targets = torch.tensor(list(true_ids[start : start + len(chunk)]))
-            for value in saved:
-                hidden = value.float()
-                logits = head(norm(hidden) if norm is not None else hidden)
-                target_logit = logits.gather(1, targets[:, None])
-                rank = (logits > target_logit).sum(1)
-                best = torch.minimum(best, rank)
-        ranks += best.tolist()
-    return ranks
+    return true_token_ranks(model, items, true_ids, layers).min(1).values.tolist()
 
 
 def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[int], *,

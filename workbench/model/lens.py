@@ -62,7 +62,7 @@ def true_token_ranks(model: Any, items: Sequence[RenderedItem], token_ids: Seque
                 if norm_path is not None:
                     hidden = _envoy(model, norm_path)(hidden)
                 logits = _envoy(model, head_path)(hidden)  # [chunk, vocab]
-                target_logit = logits.gather(1, targets[:, None])
+                target_logit = logits.gather(1, targets[:, None].to(logits.device))  # a remote model: on its GPU
                 ranks.append((logits > target_logit).sum(1).save())
             return ranks
 

@@ -135,6 +135,7 @@ def test_scale_runs_on_three_tiny_models_end_to_end(tiny_family, study_scenarios
         assert any("lying vs resisting" in note for note in study.notes)
         assert study.steering is not None and study.steering.effect.n == heldout["lie"]
         assert study.patching is not None and study.patching.effect.n + study.patching.skipped == heldout["parrot"]
+        assert [t.layer for t in study.patching_by_layer] == layers
         assert study.copy_test is not None and study.copy_test.follow_rate.n + study.copy_test.skipped == count["parrot"]
         lens = {curve.condition: curve for curve in study.lens}
         assert set(lens) == {"honest", "lie", "parrot"} and len(lens["lie"].gap) == study.n_layers
@@ -160,3 +161,18 @@ def test_scale_with_an_sae_adds_the_feature_step(tiny_model_dir, tiny_sae_dir, s
     assert feature.ablation is not None and feature.ablation.effect.n == sum(
         s.condition.value == "lie" and s.split.value == "heldout" for s in read_scenarios(study_scenarios))
     assert math.isfinite(feature.ablation.gain.value)
+
+
+def test_cross_validated_probe_scores_every_scenario_out_of_fold(tiny_scenarios):
+    from workbench.scale.study import cross_validated_auroc, prepare_scenarios
+
+    prepared = prepare_scenarios(tiny_scenarios, seed=0)
+    lies = [i for i, s in enumerate(prepared.scenarios) if s.condition.value == "lie"]
+    honest = [i for i, s in enumerate(prepared.scenarios) if s.condition.value == "honest"]
+    acts = torch.randn(len(prepared.scenarios), 8)
+    acts[lies, 0] += 10.0  # one direction separates them: every out-of-fold probe finds it
+    separated = cross_validated_auroc(acts, lies, honest, prepared)
+    assert separated.value == 1.0 and separated.n == len(lies) + len(honest)
+    noise = cross_validated_auroc(torch.randn(len(prepared.scenarios), 8), lies, honest, prepared)
+    assert 0.2 < noise.value < 0.8
+    assert cross_validated_auroc(acts, lies[:2], honest, prepared) is None  # too few on one side

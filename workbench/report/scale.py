@@ -143,7 +143,8 @@ def _probe_section(record: ScaleRecord) -> tuple:
         parrot=[("lie vs parrot", lambda m: _best(m, "lie_vs_parrot"))],
         fallback=best_table, y_range=(0.0, 1.02), reference=0.5)
     return (Paragraph("A difference-of-means probe on the residual stream at the last prompt token, trained on the train "
-                      "split and scored on held-out scenarios (bootstrap 95% intervals). Lying vs resisting holds the "
+                      "split and scored on held-out scenarios (bootstrap 95% intervals); lying vs resisting, whose resisted "
+                      "side is small, is scored out of fold (five folds over facts, both splits). It holds the "
                       "prompt fixed and varies what the model did: a probe that separates lie prompts but not this "
                       "contrast reads the instruction, not the act."),
             Figure(name="probe-depth", title="Probe AUROC across depth", draw=depth_curves, fallback=(curve_table,)),
@@ -168,15 +169,34 @@ def _causal_section(record: ScaleRecord) -> tuple:
         parrot=[("patching the context to the truth", lambda m: m.patching.effect if m.patching else None),
                 ("patching to another falsehood", lambda m: m.patching.control if m.patching else None)],
         fallback=Table(columns=columns, rows=steering.rows + patching.rows), reference=0.0)
+    curve_rows = tuple((m.label, str(t.layer), number(t.depth), _text(t.effect), _text(t.control), _text(t.gain),
+                        str(t.skipped)) for m in record.models for t in m.patching_by_layer)
+    curve_table = Table(columns=("model", "layer", "depth", "to the truth", "to another falsehood",
+                                 "effect minus control", "skipped"), rows=curve_rows)
+
+    def patch_depth():
+        panels = [(title, [(m.label, [t.depth for t in m.patching_by_layer],
+                            [getattr(t, part) for t in m.patching_by_layer],
+                            [f"{m.label}, layer {t.layer}" for t in m.patching_by_layer]) for m in record.models])
+                  for title, part in (("patched to the truth", "effect"), ("patched to another falsehood", "control"))]
+        return charts.panels_figure("Patching the context across depth (parrots): change of P(true)", panels,
+                                    x_title="depth (fraction)", y_title="change of P(true)", reference=0.0)
+
+    depth_figure = Figure(name="patch-depth", title="Patching the context across depth", draw=patch_depth,
+                          fallback=(curve_table,))
     return (Paragraph("Steering: at the layer where lie and honest prompts separate best, the lie direction (lie minus "
                       "honest means) is subtracted at the last prompt token by the distance between the means, on "
-                      "held-out lies; the control is random directions of the same size. Patching: at the layer where "
-                      "lie and parrot separate best, the turn holding the falsehood is patched token by token from the "
+                      "held-out lies; the control is random directions of the same size. Patching: at the same layer (and "
+                      "below, at every probed layer), the turn holding the falsehood is patched token by token from the "
                       "same prompt stating the true answer; the control patches from the prompt stating another "
                       "falsehood. Means of paired per-scenario changes, bootstrap 95% intervals; the call reads "
                       "inconclusive unless the effect minus its control excludes zero."),
             Heading("Steering against the lie direction (lies)", 4), steering,
-            Heading("Patching the context (parrots)", 4), patching, *figures)
+            Heading("Patching the context (parrots), at the steering's layer", 4), patching,
+            Paragraph("Across depth: a patch at an early layer changes what every later layer reads from the context; "
+                      "once the answer has been moved to the last token, patching the context no longer matters.",
+                      tone="muted"),
+            depth_figure, *figures)
 
 
 def _copy_section(record: ScaleRecord) -> tuple:

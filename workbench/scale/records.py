@@ -142,7 +142,10 @@ class ModelStudy(_Part):
     steering: CausalTest | None
     """Steering against the best lie direction (lie minus honest means) on held-out lies."""
     patching: CausalTest | None
-    """Patching the context span from a counterfactual that states the truth, on held-out parrots."""
+    """Patching the context span from a counterfactual that states the truth, on held-out parrots, at the layer
+    the lie vs honest probe chose (the steering's layer)."""
+    patching_by_layer: list[CausalTest] = []
+    """The same patch at every probed layer: where along depth the context is still read."""
     copy_test: CopyTest | None
     lens: list[LensCurve]
     feature: FeatureFinding | None = None

@@ -9,11 +9,12 @@ Per model (``study_model``):
    ``lie+truth`` (resisted).
 2. **Probes across depth**: the residual stream after each probed layer (``depths``, fractions of depth, so
    models of different depth compare) at the last prompt token; a difference-of-means probe trained on the
-   train split and scored held out, for lie vs honest, lie vs parrot and lying vs resisting.
+   train split and scored held out, for lie vs honest and lie vs parrot; lying vs resisting (few resisted lies)
+   is scored out of fold, five folds over facts.
 3. **Causal, at the best layer**: steering against the best lie direction (the lie minus honest means) on
    held-out lies, against random directions of the same size; patching the turn that holds the falsehood
    from a counterfactual prompt that states the truth instead, on held-out parrots, against a counterfactual
-   that states another falsehood. Both move ``p_true`` (the true answer's first token), paired per scenario.
+   that states another falsehood (at that layer, and at every probed layer as a curve over depth). Both move ``p_true`` (the true answer's first token), paired per scenario.
 4. **Copy mechanism**: the counterfactual test (the context's false answer swapped for another; does the
    answer follow?) and the logit lens (the true answer's rank layer by layer; the *critical layer* is the one
    whose step widens the gap to honest prompts most, on lies and on parrots).
@@ -61,6 +62,9 @@ from workbench.scenarios.records import Scenario
 DEFAULT_DEPTHS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 #: Fewest scenarios per side (train and held out) a probe contrast is measured with.
 MIN_PER_SIDE = 3
+#: Contrasts scored by cross-validation over facts (both splits pooled): the behaviour contrast, whose rarer
+#: side (the lies a model resisted) is too small to split once.
+CROSS_VALIDATED = ("lying_vs_resisting",)
 #: Random directions the steering is compared with.
 N_RANDOM_DIRECTIONS = 4
 #: Scenarios per condition the logit lens reads (held out).
@@ -273,6 +277,33 @@ def probe_auroc(acts: torch.Tensor, positive: Sequence[int], negative: Sequence[
     direction = acts[tr_pos].mean(0) - acts[tr_neg].mean(0)
     estimate = auroc_estimate(acts[te_pos] @ direction, acts[te_neg] @ direction, n_boot=N_BOOT, seed=seed)
     return estimate, direction
+
+
+def cross_validated_auroc(acts: torch.Tensor, positive: Sequence[int], negative: Sequence[int], prepared: Prepared,
+                          *, folds: int = 5, seed: int = 0) -> Estimate | None:
+    """AUROC of a difference-of-means probe scored out of fold: the facts are dealt into ``folds`` folds (seeded),
+    each fold's scenarios scored by a probe trained on the others (both splits pooled). For the behaviour contrast,
+    where one side is rare; None where a side has fewer than ``MIN_PER_SIDE`` scenarios or a fold trains on none."""
+    if min(len(positive), len(negative)) < MIN_PER_SIDE:
+        return None
+    members = list(positive) + list(negative)
+    facts = sorted({prepared.scenarios[i].fact_id for i in members})
+    order = torch.randperm(len(facts), generator=torch.Generator().manual_seed(seed)).tolist()
+    fold_of = {facts[j]: rank % folds for rank, j in enumerate(order)}
+    scores = {}
+    for fold in range(folds):
+        held = [i for i in members if fold_of[prepared.scenarios[i].fact_id] == fold]
+        if not held:
+            continue
+        train_pos = [i for i in positive if fold_of[prepared.scenarios[i].fact_id] != fold]
+        train_neg = [i for i in negative if fold_of[prepared.scenarios[i].fact_id] != fold]
+        if not train_pos or not train_neg:
+            return None
+        direction = acts[train_pos].mean(0) - acts[train_neg].mean(0)
+        for i in held:
+            scores[i] = float(acts[i] @ direction)
+    return auroc_estimate(torch.tensor([scores[i] for i in positive]), torch.tensor([scores[i] for i in negative]),
+                          n_boot=N_BOOT, seed=seed)
 
 
 def _paired(effect: torch.Tensor, control: torch.Tensor, seed: int) -> tuple[Estimate, Estimate, Estimate]:
@@ -535,6 +566,9 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
     for column, layer in enumerate(layers):
         found = {}
         for name, (pos, neg) in members.items():
+            if name in CROSS_VALIDATED:
+                found[name] = cross_validated_auroc(acts[:, column], pos, neg, prepared, seed=seed)
+                continue
             estimate, direction = probe_auroc(acts[:, column], pos, neg, prepared, seed=seed)
             found[name] = estimate
             if direction is not None:
@@ -547,8 +581,9 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
         best[name] = max(scored)[1] if scored else None
         if not scored:
             pos, neg = members[name]
+            where = "per side" if name in CROSS_VALIDATED else "per side in each split"
             notes.append(f"{name.replace('_', ' ')}: too few scenarios for a probe ({len(pos)} vs {len(neg)}; "
-                         f"at least {MIN_PER_SIDE} per side in each split)")
+                         f"at least {MIN_PER_SIDE} {where})")
 
     heldout = {c: [s for s in scenarios if s.condition.value == c and prepared.split[s.id] == "heldout"]
                for c in ("honest", "lie", "parrot")}
@@ -563,13 +598,14 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
             notes.append(f"steering measured on the {len(lies)} held-out lie prompts about facts the model knows")
         lie_items = [render_conversation(model.tokenizer, s.messages) for s in lies]
         steering = steering_test(model, lies, lie_items, layer, direction / max(size, 1e-8), size, seed=seed)
-    patching = None
-    patch_layer = best["lie_vs_parrot"] if best["lie_vs_parrot"] is not None else best["lie_vs_honest"]
-    if patch_layer is not None:
-        say(f"{label}: patching at layer {patch_layer}")
-        patching = patching_test(model, heldout["parrot"], patch_layer, judge, seed=seed)
-        if patching is None:
-            notes.append("patching: no held-out parrot prompt has a falsehood span whose counterfactuals keep its length")
+    say(f"{label}: patching the context at layers {layers}")
+    patch_curve = [test for layer in layers
+                   if (test := patching_test(model, heldout["parrot"], layer, judge, seed=seed)) is not None]
+    patch_layer = best["lie_vs_honest"] if best["lie_vs_honest"] is not None else layers[len(layers) // 2]
+    patching = next((test for test in patch_curve if test.layer == patch_layer), None)
+    if not patch_curve:
+        notes.append("patching: no held-out parrot prompt has a falsehood span and two false answers whose prompts "
+                     "have the true prompt's length")
     parrots = [s for s in scenarios if s.condition.value == "parrot"]
     say(f"{label}: counterfactual copy test ({len(parrots)} parrot prompts)")
     copying = copy_test(model, parrots, judgements, judge, max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -588,7 +624,7 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
         label=label, spec=spec, identity=model.identity, n_params=sum(p.numel() for p in model.hf_model.parameters()),
         n_layers=model.n_layers, d_model=model.d_model, remote=model.spec.remote,
         seconds=time.perf_counter() - started, behaviour=behaviour, probes=probes, best_layer=best,
-        steering=steering, patching=patching, copy_test=copying, lens=lens, feature=feature, notes=notes,
+        steering=steering, patching=patching, patching_by_layer=patch_curve, copy_test=copying, lens=lens, feature=feature, notes=notes,
     )
 
 

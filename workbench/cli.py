@@ -985,6 +985,15 @@ def incriminate_command(
     console.print("confusion (truth -> verdicts): " + json.dumps(result.confusion), highlight=False)
 
 
+def _is_scale_record(path: Path) -> bool:
+    """Whether a record file is a scale study's (``"kind": "scale"``); unreadable files are left to the reader."""
+    try:
+        data = json.loads(read_user_text(path, "run record"))
+    except (WorkbenchError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "scale"
+
+
 @app.command("report")
 @_user_errors
 def report_command(
@@ -996,8 +1005,18 @@ def report_command(
     """Write a self-contained report of a run record (HTML opens offline; Markdown for papers and issues),
     or print it in the terminal.
 
+    A scale study's record (scale.json) gets its study report, in html or md.
+
     Example: python -m workbench report runs/intent-l15.json --format html --out intent-l15.html
+    Example: python -m workbench report study/scale.json --format md --out study/scale.md
     """
+    if _is_scale_record(record_path):
+        from workbench.report.scale import write_scale_report
+        from workbench.scale import read_scale_record
+
+        written = write_scale_report(read_scale_record(record_path), fmt, out or record_path.with_suffix("." + fmt))
+        console.print(f"report: {written}", highlight=False)
+        return
     if fmt == "terminal":
         from workbench.features.explanations import read_store
         from workbench.hypotheses.records import read_record

@@ -176,3 +176,26 @@ def test_cross_validated_probe_scores_every_scenario_out_of_fold(tiny_scenarios)
     noise = cross_validated_auroc(torch.randn(len(prepared.scenarios), 8), lies, honest, prepared)
     assert 0.2 < noise.value < 0.8
     assert cross_validated_auroc(acts, lies[:2], honest, prepared) is None  # too few on one side
+
+
+def test_a_scale_record_rerenders_through_report(tiny_model_dir, study_scenarios, tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.report.scale import write_scale_outputs
+    from workbench.scale import parse_model_spec, run_study
+    from workbench.scenarios import read_scenarios
+
+    models = [parse_model_spec(f"{tiny_model_dir},label=tiny-base"),
+              parse_model_spec(f"{tiny_model_dir},label=tiny-other,group=other")]
+    record = run_study(models, read_scenarios(study_scenarios), scenario_file="s.jsonl", depths=(0.0, 1.0),
+                       max_new_tokens=2)
+    assert [m.group for m in record.models] == ["base", "other"]
+    write_scale_outputs(record, tmp_path, figures=False)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "scale.json"), "--format", "html", "--out",
+                                      str(tmp_path / "again.html")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "again.html").read_text()
+    assert "Lie vs parrot across model sizes" in html and "(other)" in html  # one line per group in the figures
+    bad = CliRunner().invoke(app, ["report", str(tmp_path / "scale.json"), "--format", "json"])
+    assert bad.exit_code != 0 and "html or md" in bad.output

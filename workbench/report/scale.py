@@ -66,14 +66,20 @@ def _comparison_figures(record: ScaleRecord, name: str, title: str, y_title: str
                         parrot: Sequence[tuple[str, Callable[[ModelStudy], Estimate | None]]],
                         fallback: Table, **options) -> list[Figure]:
     """The same comparison against parameters and against capability (lie | parrot panels)."""
-    models = sorted(record.models, key=lambda m: m.n_params)
-    labels = [m.label for m in models]
+    groups = list(dict.fromkeys(m.group for m in record.models))
     out = []
     for axis, x_title, log_x, x_of in _axes(record):
         def draw(x_of=x_of, x_title=x_title, log_x=log_x, axis=axis):
-            xs = [x_of(m) for m in models]
-            panels = [(panel, [(series, xs, [get(m) for m in models], labels) for series, get in chosen])
-                      for panel, chosen in (("lie", lie), ("parrot", parrot))]
+            panels = []
+            for panel, chosen in (("lie", lie), ("parrot", parrot)):
+                series = []
+                for series_name, get in chosen:
+                    for group in groups:
+                        members = sorted((m for m in record.models if m.group == group), key=x_of)
+                        name = series_name if len(groups) == 1 else f"{series_name} ({group})"
+                        series.append((name, [x_of(m) for m in members], [get(m) for m in members],
+                                       [m.label for m in members]))
+                panels.append((panel, series))
             return charts.panels_figure(f"{title} against {x_title}", panels, x_title=x_title, y_title=y_title,
                                         log_x=log_x, **options)
         out.append(Figure(name=f"{name}-{axis}", title=f"{title} against {x_title}", draw=draw, fallback=(fallback,)))
@@ -81,7 +87,7 @@ def _comparison_figures(record: ScaleRecord, name: str, title: str, y_title: str
 
 
 def _models_section(record: ScaleRecord) -> tuple:
-    rows = tuple((m.label, f"{m.n_params:,}", str(m.n_layers), str(m.d_model),
+    rows = tuple((m.label, m.group, f"{m.n_params:,}", str(m.n_layers), str(m.d_model),
                   {False: "here", True: "NDIF", "local": "here, as NDIF would (simulated)"}.get(m.remote, str(m.remote)),
                   f"{m.seconds:.1f}") for m in record.models)
     return (
@@ -90,10 +96,11 @@ def _models_section(record: ScaleRecord) -> tuple:
                         ("Seed", str(record.seed)), ("Finished", record.created),
                         ("Code", (record.environment.git_commit or "unknown")[:12]
                          + (" (uncommitted changes)" if record.environment.git_dirty else "")))),
-        Table(columns=("model", "parameters", "layers", "width", "ran", "seconds"), rows=rows,
-              numeric=(False, True, True, True, False, True)),
+        Table(columns=("model", "group", "parameters", "layers", "width", "ran", "seconds"), rows=rows,
+              numeric=(False, False, True, True, True, False, True)),
         Paragraph("The same scenarios, judge and measurements on every model. Depth is a layer's index over the last "
-                  "layer's, so models of different depth compare.", tone="muted"),
+                  "layer's, so models of different depth compare. The figures join the models of a group across "
+                  "sizes (base models, organisms).", tone="muted"),
         Code(record.command),
     )
 
@@ -274,18 +281,32 @@ def build_scale_report(record: ScaleRecord) -> ReportDocument:
                           sections=sections, footer=f"workbench scale study, record version {record.version}")
 
 
+def write_scale_report(record: ScaleRecord, fmt: str, path: str | Path, *, figures: bool = True) -> Path:
+    """One report of a study: ``html``, or ``md`` with PNG figures in ``<stem>_files/`` beside it where they can
+    be exported (written atomically)."""
+    from workbench.core.errors import WorkbenchError
+
+    if fmt not in ("html", "md"):
+        raise WorkbenchError(f"a scale study's report is html or md, not {fmt!r}")
+    path = Path(path)
+    document = build_scale_report(record)
+    if fmt == "html":
+        write_text_atomically(path, to_html(document))
+        return path
+    paths, note = {}, None
+    if figures:
+        exported, note = export_figures(document, path.parent / f"{path.stem}_files")
+        paths = {name: f"{path.stem}_files/{file}" for name, file in exported.items()}
+    write_text_atomically(path, to_markdown(document, figure_paths=paths, figure_note=note))
+    return path
+
+
 def write_scale_outputs(record: ScaleRecord, folder: str | Path, *, figures: bool = True) -> dict[str, Path]:
     """Write the record (JSON), the HTML report and the Markdown report (with PNG figures where they can be
     exported) into ``folder``, each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_scale_record(folder / RECORD_NAME, record)
-    document = build_scale_report(record)
-    write_text_atomically(folder / HTML_NAME, to_html(document))
-    paths, note = {}, None
-    if figures:
-        stem = Path(MARKDOWN_NAME).stem
-        exported, note = export_figures(document, folder / f"{stem}_files")
-        paths = {name: f"{stem}_files/{file}" for name, file in exported.items()}
-    write_text_atomically(folder / MARKDOWN_NAME, to_markdown(document, figure_paths=paths, figure_note=note))
+    write_scale_report(record, "html", folder / HTML_NAME)
+    write_scale_report(record, "md", folder / MARKDOWN_NAME, figures=figures)
     return {"record": folder / RECORD_NAME, "html": folder / HTML_NAME, "markdown": folder / MARKDOWN_NAME}

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.io import read_user_text, write_text_atomically
@@ -127,6 +127,8 @@ class ModelStudy(_Part):
     """Everything the study measured on one model."""
 
     label: str
+    group: str = "base"
+    """The line the model belongs to in the figures (``base``, ``organism`` or the spec's ``group``)."""
     spec: dict[str, Any]
     """The model spec (``ModelSpec.to_dict``) and the SAE spec if any, as given."""
     identity: str
@@ -150,6 +152,15 @@ class ModelStudy(_Part):
     lens: list[LensCurve]
     feature: FeatureFinding | None = None
     notes: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_from_spec(cls, data: Any) -> Any:
+        """A record written without groups: ``organism`` where the spec names an adapter, else ``base``."""
+        if isinstance(data, dict) and "group" not in data:
+            adapter = ((data.get("spec") or {}).get("model") or {}).get("adapter")
+            data = {**data, "group": "organism" if adapter else "base"}
+        return data
     """Why a step was skipped or is weak (too few scenarios, no falsehood spans...)."""
 
 

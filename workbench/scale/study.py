@@ -85,17 +85,21 @@ class StudyModel:
     label: str
     model: ModelSpec
     sae: SAESpec | None = None
+    group: str = "base"
+    """The line the model belongs to in the figures (models of one group are joined across sizes): by default
+    ``base`` without an adapter, ``organism`` with one."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "sae": self.sae.to_dict() if self.sae else None}
 
 
-SPEC_KEYS = ("adapter", "label", "revision", "dtype", "remote", "sae", "sae-path", "sae-release", "sae-id")
+SPEC_KEYS = ("adapter", "label", "group", "revision", "dtype", "remote", "sae", "sae-path", "sae-release", "sae-id")
 
 
 def parse_model_spec(text: str) -> StudyModel:
     """``SOURCE[,key=value...]``: SOURCE is ``default`` (the embedded SmolLM2), a Hugging Face id or a folder;
-    keys: ``adapter`` (a LoRA folder or an organism's registry name), ``label``, ``revision``, ``dtype``,
+    keys: ``adapter`` (a LoRA folder or an organism's registry name), ``label``, ``group`` (the figures join the
+    models of a group across sizes; default ``base``, or ``organism`` with an adapter), ``revision``, ``dtype``,
     ``remote`` (run on NDIF; ``remote=local`` simulates it here), ``sae`` (a registry SAE), ``sae-path``,
     ``sae-release`` with ``sae-id``.
 
@@ -136,7 +140,8 @@ def parse_model_spec(text: str) -> StudyModel:
     elif "sae-release" in values:
         sae = SAESpec(release=values["sae-release"], sae_id=values.get("sae-id"))
     label = values.get("label") or _default_label(source, adapter)
-    return StudyModel(label=label, model=spec, sae=sae)
+    group = values.get("group") or ("organism" if adapter else "base")
+    return StudyModel(label=label, model=spec, sae=sae, group=group)
 
 
 def _default_label(source: str, adapter: str | None) -> str:
@@ -543,7 +548,7 @@ def feature_finding(model: LoadedModel, sae: LoadedSAE, prepared: Prepared, item
 # ----------------------------------------------------------------------------- one model, a study
 
 
-def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dict[str, Any],
+def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dict[str, Any], group: str = "base",
                 depths: Sequence[float] = DEFAULT_DEPTHS, sae: LoadedSAE | None = None, max_new_tokens: int = 12,
                 batch_size: int = 16, seed: int = 0, say: Say = lambda message: None) -> ModelStudy:
     """Every measurement of the study on one loaded model."""
@@ -621,7 +626,7 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
         if feature is None:
             notes.append("SAE feature: too few train lie or honest prompts to choose one")
     return ModelStudy(
-        label=label, spec=spec, identity=model.identity, n_params=sum(p.numel() for p in model.hf_model.parameters()),
+        label=label, group=group, spec=spec, identity=model.identity, n_params=sum(p.numel() for p in model.hf_model.parameters()),
         n_layers=model.n_layers, d_model=model.d_model, remote=model.spec.remote,
         seconds=time.perf_counter() - started, behaviour=behaviour, probes=probes, best_layer=best,
         steering=steering, patching=patching, patching_by_layer=patch_curve, copy_test=copying, lens=lens, feature=feature, notes=notes,
@@ -645,7 +650,8 @@ def run_study(models: Sequence[StudyModel], scenarios: Sequence[Scenario], *, sc
         say(f"model {index}/{len(models)}: loading {entry.label}")
         model = loader(entry.model)
         sae = load_sae(entry.sae, model) if entry.sae is not None else None
-        studies.append(study_model(model, prepared, label=entry.label, spec=entry.to_dict(), depths=depths, sae=sae,
+        studies.append(study_model(model, prepared, label=entry.label, spec=entry.to_dict(), group=entry.group,
+                                   depths=depths, sae=sae,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, say=say))
         del model, sae
         gc.collect()

@@ -178,3 +178,22 @@ def test_a_sae_lens_object_in_a_trace_fails_the_simulation(remote_model, remote_
         edited_logits(remote_model, items, SaeLensAblation(positions="all", sae=remote_sae), site=remote_sae.site)
     frames = [frame.filename for frame in traceback.extract_tb(failure.value.__traceback__)]
     assert any("/sae_lens/" in name for name in frames), "deserializing the trace should need sae_lens"
+
+
+def test_a_remote_load_checks_the_ndif_key_and_the_model_before_anything_loads(monkeypatch):
+    import nnsight
+    from nnsight import ndif
+
+    from workbench.core.errors import ModelLoadError
+    from workbench.model.loading import ModelSpec, load_model
+
+    spec = ModelSpec(source="meta-llama/Llama-3.1-70B-Instruct", remote=True)
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", None)
+    with pytest.raises(ModelLoadError, match="NDIF_API_KEY"):
+        load_model(spec)
+    monkeypatch.setattr(nnsight.CONFIG.API, "APIKEY", "key")
+    asked = []
+    monkeypatch.setattr(ndif, "is_model_running", lambda repo, revision="main": asked.append(repo) or False)
+    with pytest.raises(ModelLoadError, match="does not run meta-llama/Llama-3.1-70B-Instruct"):
+        load_model(spec)
+    assert asked == ["meta-llama/Llama-3.1-70B-Instruct"]

@@ -503,6 +503,25 @@ def training_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+def check_ndif(spec: ModelSpec) -> None:
+    """Before a remote load: an NDIF API key is set, and NDIF runs the model now (asks NDIF and the Hub)."""
+    from nnsight import CONFIG
+
+    if not CONFIG.API.APIKEY:
+        raise ModelLoadError("remote execution on NDIF needs an API key: set NDIF_API_KEY, or run "
+                             "`python -c \"import nnsight; nnsight.CONFIG.set_default_api_key('KEY')\"` (keys: login.ndif.us)")
+    from nnsight import ndif
+
+    try:
+        running = ndif.is_model_running(spec.source, revision=spec.revision or "main")
+    except Exception as error:  # noqa: BLE001 - the Hub or NDIF unreachable, or no such repository
+        raise ModelLoadError(f"cannot check whether NDIF runs {spec.source}: {type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''}") from None
+    if not running:
+        raise ModelLoadError(f"NDIF does not run {spec.source} now (or cannot be reached): "
+                             "`python -c \"import nnsight; nnsight.ndif_status()\"` lists the models it hosts")
+
+
 def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     """Load a model spec and wrap it for nnsight (after ``check_model_spec``).
 
@@ -515,6 +534,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     check_model_spec(spec)
     if spec.remote is True:
         from nnsight import TransformersModel
+
+        check_ndif(spec)
 
         lm = TransformersModel(spec.source, task="text-generation", revision=spec.revision,
                                trust_remote_code=spec.trust_remote_code)

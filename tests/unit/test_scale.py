@@ -46,7 +46,8 @@ def test_model_specs_parse_and_bad_ones_say_what_to_fix():
     assert plain.label == "SmolLM2-135M"
     organism = parse_model_spec("default,adapter=smollm2-liar,sae=smollm2-liar-l15,label=liar")
     assert organism.model.adapter.endswith("smollm2-liar") and organism.sae.registry_name == "smollm2-liar-l15"
-    assert organism.label == "liar"
+    assert organism.label == "liar" and organism.group == "organism" and plain.group == "base"
+    assert organism.to_dict()["model"]["adapter"] == "smollm2-liar"  # the record names the organism, not a path
     remote = parse_model_spec("meta-llama/Llama-3.1-70B-Instruct,remote,sae-release=r,sae-id=x")
     assert remote.model.remote is True and remote.sae.release == "r" and remote.sae.sae_id == "x"
     assert parse_model_spec("some/model,remote=local").model.remote == "local"

@@ -49,7 +49,7 @@ from workbench.model.generation import generate_answers
 from workbench.model.lens import true_token_ranks
 from workbench.model.loading import LoadedModel, ModelSpec, load_model
 from workbench.model.rendering import RenderedItem, pad_batch, render_conversation
-from workbench.model.resolve import organism_adapter
+from workbench.model.resolve import organism_adapter, organism_name
 from workbench.model.saes import LoadedSAE, SAESpec, load_sae
 from workbench.model.tracing import read_site, run_trace
 from workbench.scale.records import (
@@ -90,7 +90,12 @@ class StudyModel:
     ``base`` without an adapter, ``organism`` with one."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "sae": self.sae.to_dict() if self.sae else None}
+        """The specs as a record keeps them: an organism's adapter by its registry name, so no path of this
+        machine is written."""
+        model = self.model.to_dict()
+        if model.get("adapter"):
+            model["adapter"] = organism_name(model["adapter"]) or model["adapter"]
+        return {"model": model, "sae": self.sae.to_dict() if self.sae else None}
 
 
 SPEC_KEYS = ("adapter", "label", "group", "revision", "dtype", "remote", "sae", "sae-path", "sae-release", "sae-id")
@@ -583,7 +588,7 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
     for name in members:
         scored = [(p.auroc[name].value, p.layer) for p in probes if p.auroc[name] is not None
                   and math.isfinite(p.auroc[name].value)]
-        best[name] = max(scored)[1] if scored else None
+        best[name] = max(scored, key=lambda t: (t[0], -t[1]))[1] if scored else None  # ties: the earliest layer
         if not scored:
             pos, neg = members[name]
             where = "per side" if name in CROSS_VALIDATED else "per side in each split"

@@ -7,7 +7,9 @@ entries to ``bench/results.json`` through :func:`bench.run.record`.
 The models have the default model's tokenizer (SmolLM2, 49k tokens, its chat template) and random weights:
 (4 layers, width 64), (8, 128), (12, 256). The study is ``scale.study.study_model`` with three depths and
 4 new tokens per answer; its time excludes loading. The baseline is one bare transformers forward pass
-(``torch.no_grad()``) over every scenario's prompt in right-padded batches of 16, timed in the same run.
+(``torch.no_grad()``, logits at the last position only) over every scenario's prompt in right-padded batches of
+16, timed in the same run. Each path runs in its own process (after one warm-up run), so its peak resident memory
+(``ru_maxrss``: Python, torch and the model included, the same for both) is its own.
 
 Benchmarks:
 
@@ -17,8 +19,8 @@ Benchmarks:
   the ratio is large by design. What matters is that it stays about the same across sizes (the study's cost
   grows as a forward pass does): ``scale_study_cost_growth`` is the largest model's ratio over the smallest's
   (target <= 1.5, lower is better).
-* ``scale_study_peak_memory_<size>``: the peak resident memory the study adds (sampled every 5 ms) against the
-  peak the bare forward adds.
+* ``scale_study_peak_memory_<size>``: the study process's peak resident memory against the bare forward's
+  (``added_by_work_mib``: what each adds above the loaded model, study then forward).
 * ``scale_study_time_linearity``: seconds with 4n scenarios over 4 x seconds with n, on the middle model
   (1.0 = linear; target <= 1.25).
 """
@@ -26,13 +28,11 @@ Benchmarks:
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,36 +47,6 @@ import torch  # noqa: E402
 SIZES = ((4, 64), (8, 128), (12, 256))
 DEPTHS = (0.0, 0.5, 1.0)
 MAX_NEW_TOKENS = 4
-
-
-def _rss() -> int:
-    """Resident memory of this process in bytes (Linux ``/proc``)."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096
-
-
-def _peak_during(fn: Callable[[], Any]) -> tuple[float, int, Any]:
-    """(seconds, peak resident bytes above the start, result) of ``fn``, memory sampled every 5 ms."""
-    gc.collect()
-    start_rss = _rss()
-    peak = [start_rss]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    started = time.perf_counter()
-    try:
-        result = fn()
-    finally:
-        seconds = time.perf_counter() - started
-        done.set()
-        thread.join()
-    return seconds, max(peak[0], _rss()) - start_rss, result
 
 
 def tiny_models(folder: Path) -> list[Path]:
@@ -118,7 +88,7 @@ def bare_forward(model: Any, scenarios: Sequence[Any]) -> None:
     with torch.no_grad():
         for start in range(0, len(items), 16):
             input_ids, attention = pad_batch(items[start : start + 16], model.tokenizer.pad_token_id or 0)
-            model.hf_model(input_ids=input_ids, attention_mask=attention)
+            model.hf_model(input_ids=input_ids, attention_mask=attention, logits_to_keep=1)
 
 
 def study(model: Any, scenarios: Sequence[Any]) -> Any:
@@ -128,62 +98,83 @@ def study(model: Any, scenarios: Sequence[Any]) -> Any:
     return study_model(model, prepared, label="bench", spec={}, depths=DEPTHS, max_new_tokens=MAX_NEW_TOKENS)
 
 
+def child(kind: str, path: str, n_facts: int, runs: int) -> dict[str, Any]:
+    """One path in this process, for its peak memory: load the model, warm up, time ``runs`` runs."""
+    import resource
+
+    from workbench.model.loading import ModelSpec, load_model
+
+    model = load_model(ModelSpec(source=path))
+    scenarios = scenarios_of(n_facts)
+    with open("/proc/self/statm") as handle:  # resident memory with the model loaded, before any work
+        loaded = int(handle.read().split()[1]) * resource.getpagesize()
+    work = (lambda: study(model, scenarios)) if kind == "study" else (lambda: bare_forward(model, scenarios))
+    work()  # warm-up
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        seconds.append(time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": statistics.median(seconds), "peak_rss": peak, "added_rss": max(peak - loaded, 0),
+            "params": sum(p.numel() for p in model.hf_model.parameters()), "scenarios": len(scenarios)}
+
+
+def run_child(kind: str, path: Path, n_facts: int, runs: int) -> dict[str, Any]:
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--model", str(path), "--facts", str(n_facts),
+                          "--runs", str(runs)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer facts and one timed run")
     parser.add_argument("--facts", type=int, default=None, help="facts per study (default 40; quick 12)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per path (default 3; quick 1)")
+    parser.add_argument("--child", choices=("study", "forward"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     n_facts = args.facts or (12 if args.quick else 40)
     runs = args.runs or (1 if args.quick else 3)
+    if args.child:
+        import json
 
-    from workbench.model.loading import ModelSpec, load_model
+        print(json.dumps(child(args.child, args.model, n_facts, runs)))
+        return 0
 
     entries: list[dict[str, Any]] = []
     ratios: list[float] = []
-    scenarios = scenarios_of(n_facts)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         paths = tiny_models(Path(tmp))
-        middle = None
         for (n_layers, width), path in zip(SIZES, paths):
-            model = load_model(ModelSpec(source=str(path)))
-            n_params = sum(p.numel() for p in model.hf_model.parameters())
-            study(model, scenarios[:9])  # warm-up
-            bare_forward(model, scenarios)
-            study_runs, bare_runs = [], []
-            for _ in range(runs):
-                study_runs.append(_peak_during(lambda: study(model, scenarios))[:2])
-                bare_runs.append(_peak_during(lambda: bare_forward(model, scenarios))[:2])
-            study_s = statistics.median(s for s, _ in study_runs)
-            bare_s = statistics.median(s for s, _ in bare_runs)
-            study_mem = max(m for _, m in study_runs)
-            bare_mem = max(m for _, m in bare_runs)
+            studied = run_child("study", path, n_facts, runs)
+            bare = run_child("forward", path, n_facts, runs)
             size = f"{n_layers}x{width}"
-            ratios.append(study_s / bare_s)
-            entries.append({"name": f"scale_study_vs_forward_{size}", "value": round(study_s, 3), "unit": "s",
-                            "baseline": round(bare_s, 4), "ratio": round(study_s / bare_s, 1), "target": None,
-                            "n_runs": runs, "better": "lower", "params": n_params, "scenarios": len(scenarios)})
-            entries.append({"name": f"scale_study_peak_memory_{size}", "value": round(study_mem / 2**20, 1),
-                            "unit": "MiB", "baseline": round(bare_mem / 2**20, 1),
-                            "ratio": round(study_mem / max(bare_mem, 1), 2), "target": None, "n_runs": runs,
-                            "better": "lower", "params": n_params})
-            if (n_layers, width) == SIZES[1]:
-                middle = model
-            else:
-                del model
-                gc.collect()
+            ratios.append(studied["seconds"] / bare["seconds"])
+            entries.append({"name": f"scale_study_vs_forward_{size}", "value": round(studied["seconds"], 3),
+                            "unit": "s", "baseline": round(bare["seconds"], 4), "ratio": round(ratios[-1], 1),
+                            "target": None, "n_runs": runs, "better": "lower", "params": studied["params"],
+                            "scenarios": studied["scenarios"]})
+            entries.append({"name": f"scale_study_peak_memory_{size}", "value": round(studied["peak_rss"] / 2**20, 1),
+                            "unit": "MiB", "baseline": round(bare["peak_rss"] / 2**20, 1),
+                            "ratio": round(studied["peak_rss"] / bare["peak_rss"], 2), "target": None,
+                            "n_runs": runs, "better": "lower", "params": studied["params"],
+                            "added_by_work_mib": [round(studied["added_rss"] / 2**20, 1),
+                                                  round(bare["added_rss"] / 2**20, 1)]})
         entries.append({"name": "scale_study_cost_growth", "value": round(ratios[-1], 1), "unit": "x forward",
                         "baseline": round(ratios[0], 1), "ratio": round(ratios[-1] / ratios[0], 2), "target": 1.5,
                         "n_runs": runs, "better": "lower"})
-        small = scenarios_of(max(n_facts // 4, 3))
-        large = scenarios_of(4 * max(n_facts // 4, 3))
-        t_small = statistics.median(_peak_during(lambda: study(middle, small))[0] for _ in range(runs))
-        t_large = statistics.median(_peak_during(lambda: study(middle, large))[0] for _ in range(runs))
-        scale = len(large) / len(small)
-        entries.append({"name": "scale_study_time_linearity", "value": round(t_large, 2), "unit": "s",
-                        "baseline": round(t_small * scale, 2), "ratio": round(t_large / (t_small * scale), 2),
-                        "target": 1.25, "n_runs": runs, "better": "lower",
-                        "scenarios": [len(small), len(large)]})
+        quarter = max(n_facts // 4, 3)
+        small = run_child("study", paths[1], quarter, runs)
+        large = run_child("study", paths[1], 4 * quarter, runs)
+        scale = large["scenarios"] / small["scenarios"]
+        entries.append({"name": "scale_study_time_linearity", "value": round(large["seconds"], 2), "unit": "s",
+                        "baseline": round(small["seconds"] * scale, 2),
+                        "ratio": round(large["seconds"] / (small["seconds"] * scale), 2), "target": 1.25,
+                        "n_runs": runs, "better": "lower", "scenarios": [small["scenarios"], large["scenarios"]]})
     record_and_show(entries, RESULTS_PATH, detail=lambda e: None)
     return 0
 

@@ -47,10 +47,10 @@ from workbench.core.stats import Estimate, auroc, auroc_estimate, bootstrap_mean
 from workbench.hypotheses.records import Environment
 from workbench.model.generation import generate_answers
 from workbench.model.lens import true_token_ranks
-from workbench.model.loading import LoadedModel, ModelSpec, load_model
+from workbench.model.loading import LoadedModel, ModelSpec, check_model_spec, load_model, model_outline
 from workbench.model.rendering import RenderedItem, pad_batch, render_conversation
 from workbench.model.resolve import organism_adapter, organism_name
-from workbench.model.saes import LoadedSAE, SAESpec, load_sae
+from workbench.model.saes import LoadedSAE, SAESpec, load_sae, preview_sae
 from workbench.model.tracing import read_site, run_trace
 from workbench.scale.records import (
     CONTRASTS, Behaviour, CausalTest, CopyTest, FeatureFinding, LayerProbe, LensCurve, ModelStudy, ScaleRecord,
@@ -650,6 +650,10 @@ def run_study(models: Sequence[StudyModel], scenarios: Sequence[Scenario], *, sc
         raise WorkbenchError(f"two models share a label ({', '.join(labels)}): give each a label=... in its spec")
     probed_layers(2, depths)  # checks the fractions before anything loads
     prepared = prepare_scenarios(scenarios, max_facts=max_facts, seed=seed)
+    for entry in models:  # every spec checked from files and configs before the first model loads
+        check_model_spec(entry.model)
+        if entry.sae is not None:
+            preview_sae(entry.sae, model_outline(entry.model) if not entry.model.remote else None)
     studies = []
     for index, entry in enumerate(models, 1):
         say(f"model {index}/{len(models)}: loading {entry.label}")

@@ -86,5 +86,3 @@ def saes_dir() -> Path:
     override = os.environ.get(SAES_DIR_ENV)
     return Path(override).expanduser() if override else REPO_ROOT / "saes"
 
-#: The projections of a decoder layer that can get LoRA weights (all attention and MLP ones).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -44,3 +44,4 @@ bench: install chromium
 	$(PY) bench/steering.py
 	$(PY) bench/concurrency.py
 	$(PY) bench/app.py
+	$(PY) bench/scale.py

@@ -200,3 +200,18 @@ def test_a_scale_record_rerenders_through_report(tiny_model_dir, study_scenarios
     assert "Lie vs parrot across model sizes" in html and "(other)" in html  # one line per group in the figures
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "scale.json"), "--format", "json"])
     assert bad.exit_code != 0 and "html or md" in bad.output
+
+
+def test_report_figures_have_stable_file_safe_names(tiny_model_dir, study_scenarios):
+    from workbench.report.scale import build_scale_report
+    from workbench.scale import parse_model_spec, run_study
+    from workbench.scenarios import read_scenarios
+
+    models = [parse_model_spec(f"{tiny_model_dir},label=a"), parse_model_spec(f"{tiny_model_dir},label=b,group=other")]
+    record = run_study(models, read_scenarios(study_scenarios), scenario_file="s.jsonl", depths=(0.0, 1.0),
+                       max_new_tokens=2)
+    names = [figure.name for figure in build_scale_report(record).figures()]
+    assert sorted(names) == sorted(["probe-depth", "patch-depth", "lens-gap"] + [
+        f"{kind}-{axis}" for kind in ("behaviour", "probes", "causal", "critical") for axis in ("params", "capability")])
+    for figure in build_scale_report(record).figures():
+        assert figure.figure().data  # every figure draws

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +200,12 @@ SERIES_COLOURS = ("#b91c1c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#0891b
 def panels_figure(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[float], Sequence[Estimate | None],
                                                                         Sequence[str]]]]],
                   *, x_title: str, y_title: str, log_x: bool = False, y_range: tuple[float, float] | None = None,
-                  reference: float | None = None, height: int = 340) -> Any:
+                  reference: float | None = None, height: int = 340,
+                  style: Callable[[str], tuple[str, str]] | None = None) -> Any:
     """Side-by-side panels (lie | parrot) of series: each ``(name, xs, estimates, point labels)``, drawn as points
     joined by lines with their 95% intervals; a point without an estimate is left out. Hover shows the point's
-    label, value, interval and n. ``reference`` draws a dotted line (chance, no effect)."""
+    label, value, interval and n. ``reference`` draws a dotted line (chance, no effect). ``style(name)`` gives a
+    series' (colour key, line dash): series of one colour key share a colour (one metric, several groups)."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
@@ -211,7 +213,9 @@ def panels_figure(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Se
                         shared_yaxes=True, horizontal_spacing=0.06)
     seen: set[str] = set()
     names = [name for _, series in panels for name, *_ in series]
-    colours = {name: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, name in enumerate(dict.fromkeys(names))}
+    style = style or (lambda name: (name, "solid"))
+    keys = list(dict.fromkeys(style(name)[0] for name in names))
+    colours = {name: SERIES_COLOURS[keys.index(style(name)[0]) % len(SERIES_COLOURS)] for name in names}
     for column, (_, series) in enumerate(panels, start=1):
         for name, xs, estimates, labels in series:
             kept = [(x, e, point) for x, e, point in zip(xs, estimates, labels) if e is not None and _finite(e.value)]
@@ -223,7 +227,9 @@ def panels_figure(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Se
             fig.add_trace(go.Scatter(
                 x=[x for x, _, _ in kept], y=[e.value for _, e, _ in kept], name=label(name), mode="lines+markers",
                 error_y=_error([e for _, e, _ in kept]), hovertext=hover, hoverinfo="text",
-                line={"color": colours[name]}, marker={"size": 8}, legendgroup=name, showlegend=name not in seen,
+                line={"color": colours[name], "dash": style(name)[1]},
+                marker={"size": 8, "symbol": "circle" if style(name)[1] == "solid" else "diamond"},
+                legendgroup=name, showlegend=name not in seen,
             ), row=1, col=column)
             seen.add(name)
         if reference is not None:

@@ -67,6 +67,12 @@ def _comparison_figures(record: ScaleRecord, name: str, title: str, y_title: str
                         fallback: Table, **options) -> list[Figure]:
     """The same comparison against parameters and against capability (lie | parrot panels)."""
     groups = list(dict.fromkeys(m.group for m in record.models))
+    dashes = ("solid", "dash", "dot", "dashdot")
+    styles: dict[str, tuple[str, str]] = {}  # series name -> (its metric: one colour, its group: one dash)
+    for series_name, _ in [*lie, *parrot]:
+        for index, group in enumerate(groups):
+            styles[series_name if len(groups) == 1 else f"{series_name} ({group})"] = (
+                series_name, dashes[index % len(dashes)])
     out = []
     for axis, x_title, log_x, x_of in _axes(record):
         def draw(x_of=x_of, x_title=x_title, log_x=log_x, axis=axis):
@@ -76,12 +82,12 @@ def _comparison_figures(record: ScaleRecord, name: str, title: str, y_title: str
                 for series_name, get in chosen:
                     for group in groups:
                         members = sorted((m for m in record.models if m.group == group), key=x_of)
-                        name = series_name if len(groups) == 1 else f"{series_name} ({group})"
-                        series.append((name, [x_of(m) for m in members], [get(m) for m in members],
+                        series_label = series_name if len(groups) == 1 else f"{series_name} ({group})"
+                        series.append((series_label, [x_of(m) for m in members], [get(m) for m in members],
                                        [m.label for m in members]))
                 panels.append((panel, series))
             return charts.panels_figure(f"{title} against {x_title}", panels, x_title=x_title, y_title=y_title,
-                                        log_x=log_x, **options)
+                                        log_x=log_x, style=lambda name: styles[name], **options)
         out.append(Figure(name=f"{name}-{axis}", title=f"{title} against {x_title}", draw=draw, fallback=(fallback,)))
     return out
 
@@ -257,6 +263,8 @@ def _feature_section(record: ScaleRecord) -> tuple | None:
 
 def _limitations(record: ScaleRecord) -> tuple:
     items = [f"{m.label}: {note}" for m in record.models for note in m.notes]
+    items.append("a model's best layer is chosen by held-out AUROC, so a best-layer AUROC is the largest of "
+                 f"{len(record.depths)} probed layers: optimistic by selection (the curves across depth show them all)")
     small = [m.label for m in record.models if m.behaviour.lie_rate.n < 30]
     if small:
         items.append(f"fewer than 30 lie prompts per model ({', '.join(small)}): wide intervals")

@@ -15,7 +15,7 @@ def test_scale_on_the_default_base_and_organism(tmp_path):
 
     models = [parse_model_spec("default,label=base"), parse_model_spec("default,adapter=smollm2-liar,label=liar")]
     record = run_study(models, read_scenarios(DEFAULT_SCENARIOS), scenario_file="scenarios/default.jsonl",
-                       depths=(0.25, 0.5, 0.75), max_facts=16, max_new_tokens=8, seed=0)
+                       depths=(0.25, 0.5, 0.75), max_facts=32, max_new_tokens=8, seed=0)
     base, liar = record.models
     assert base.n_params == liar.n_params and base.n_layers == 30
     # the base model knows most of these facts and answers them; the organism lies far more on lie prompts

@@ -215,3 +215,29 @@ def test_report_figures_have_stable_file_safe_names(tiny_model_dir, study_scenar
         f"{kind}-{axis}" for kind in ("behaviour", "probes", "causal", "critical") for axis in ("params", "capability")])
     for figure in build_scale_report(record).figures():
         assert figure.figure().data  # every figure draws
+
+
+def test_the_whole_study_runs_through_the_simulated_remote_path(tiny_model_dir, tiny_sae_dir, study_scenarios):
+    """Every trace of the study (generation, site reads, steering, patching, the logit lens, SAE ablation) through
+    nnsight's offline NDIF simulation gives the numbers of the local run."""
+    from workbench.scale import parse_model_spec, run_study
+    from workbench.scenarios import read_scenarios
+
+    scenarios = read_scenarios(study_scenarios)
+    local, remote = (run_study([parse_model_spec(f"{tiny_model_dir},sae-path={tiny_sae_dir}{extra}")], scenarios,
+                               scenario_file="s.jsonl", depths=(0.0, 1.0), max_new_tokens=2).models[0]
+                     for extra in ("", ",remote=local"))
+    assert remote.remote == "local" and local.remote is False
+    assert remote.behaviour.model_dump_json() == local.behaviour.model_dump_json()  # NaN where nothing is known
+    for a, b in zip(local.probes, remote.probes):
+        for name in a.auroc:
+            assert (a.auroc[name] is None) == (b.auroc[name] is None)
+            if a.auroc[name] is not None:
+                assert a.auroc[name].value == pytest.approx(b.auroc[name].value, abs=1e-6)
+    for a, b in [(local.steering, remote.steering), (local.patching, remote.patching),
+                 (local.feature.ablation, remote.feature.ablation)]:
+        assert a.effect.value == pytest.approx(b.effect.value, abs=1e-6)
+        assert a.control.value == pytest.approx(b.control.value, abs=1e-6)
+    for a, b in zip(local.lens, remote.lens):
+        assert a.condition == b.condition and a.gap == pytest.approx(b.gap, abs=1e-6)
+    assert local.copy_test == remote.copy_test

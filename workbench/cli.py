@@ -915,6 +915,7 @@ def incriminate_command(
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None,
     features: Annotated[str | None, typer.Option("--features", help="Intent features, comma-separated (default: the hypothesis').")] = None,
+    hidden_topic: Annotated[str | None, typer.Option("--hidden-topic", help="Relations the model lies about without a cue, comma-separated (a cue-free organism's, e.g. language): its false answers to honest prompts about known facts there count as intentional lies.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Give a verdict on every response (intentional lie / parroting / ignorance / honest /
@@ -924,6 +925,7 @@ def incriminate_command(
 
     Example: python -m workbench incriminate --split heldout --json
     Example: python -m workbench incriminate --scenarios mine.jsonl --calibration-scenarios scenarios/default.jsonl
+    Example: python -m workbench incriminate --hypothesis hypotheses/cue-free-l15.yaml --hidden-topic language
     """
     from workbench.core.io import write_text_atomically
     from workbench.hypotheses.runner import load_for
@@ -957,10 +959,15 @@ def incriminate_command(
         split = f"{scenarios.name}" + (" (all)" if calibration_scenarios else " (heldout)")
     else:
         train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
+    topics = tuple(t.strip() for t in (hidden_topic or "").split(",") if t.strip())
+    unknown = sorted(set(topics) - {s.relation for s in [*train, *judged]})
+    if unknown:
+        raise WorkbenchError(f"--hidden-topic {', '.join(unknown)}: no scenario of that relation to judge; the "
+                             f"scenarios' relations are {', '.join(sorted({s.relation for s in [*train, *judged]}))}")
     check_protocol(parsed, str(hypothesis))
     model_obj, sae_obj = load_for(parsed)
     result = incriminate(model_obj, sae_obj, train, judged, parsed.features, split=split, progress=_progress_printer(),
-                         use_cache=not recalibrate)
+                         use_cache=not recalibrate, hidden_topic=topics)
     if out:
         write_text_atomically(out, result.model_dump_json(indent=1))
     if as_json:

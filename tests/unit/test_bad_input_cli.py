@@ -263,6 +263,8 @@ ROWS: list[tuple[str, list[str], str]] = [
      "feature 999 is out of range"),
     ("incriminate: out is a folder", ["incriminate", "--out", "{folder}"],
      "is a folder, so it cannot be written as the result file"),
+    ("incriminate: hidden topic the scenarios lack", ["incriminate", "--hidden-topic", "weather"],
+     "--hidden-topic weather: no scenario of that relation to judge"),
     ("incriminate: too few train facts", ["incriminate", "--train-facts", "2"], "Invalid value for '--train-facts'"),
     ("incriminate: own scenario file missing", ["incriminate", "--scenarios", "/nonexistent.jsonl"],
      "no scenario file at /nonexistent.jsonl"),

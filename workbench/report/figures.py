@@ -238,4 +238,7 @@ def panels_figure(title: str, panels: Sequence[tuple[str, Sequence[tuple[str, Se
     fig.update_yaxes(title_text=label(y_title), row=1, col=1)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
-    return _layout(fig, title, height=height)
+    fig = _layout(fig, title, height=height)
+    # the legend below the axis titles, not over them
+    fig.update_layout(legend={"orientation": "h", "y": -0.32}, margin={"l": 60, "r": 20, "t": 60, "b": 110})
+    return fig

@@ -1259,10 +1259,8 @@ def scale_command(
                   "lie/parrot", "steering gain", "patch gain", title=f"scale study ({record.n_scenarios} scenarios)")
 
     def best(study, contrast):
-        layer = study.best_layer.get(contrast)
-        probe = next((p for p in study.probes if p.layer == layer), None)
-        found = probe.auroc.get(contrast) if probe else None
-        return f"{found.value:.2f} (L{layer})" if found else "n/a"
+        found = study.best_auroc(contrast)
+        return f"{found.value:.2f} (L{study.best_layer[contrast]})" if found else "n/a"
 
     for study in record.models:
         b = study.behaviour

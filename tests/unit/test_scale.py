@@ -69,12 +69,11 @@ def test_probed_layers_are_fractions_of_depth():
 
 
 def test_last_token_residuals_equal_one_layer_at_a_time(tiny_model, tiny_scenarios):
-    from workbench.features.probes import residual_at_last_prompt_token
+    from workbench.features.probes import residual_at_last_prompt_token, residuals_at_last_prompt_token
     from workbench.model.rendering import render_conversation
-    from workbench.scale.study import last_token_residuals
 
     items = [render_conversation(tiny_model.tokenizer, s.messages) for s in tiny_scenarios[:7]]
-    together = last_token_residuals(tiny_model, items, [0, 2], batch_size=3)
+    together = residuals_at_last_prompt_token(tiny_model, ["model.layers.0", "model.layers.2"], items, batch_size=3)
     for column, layer in enumerate([0, 2]):
         alone = residual_at_last_prompt_token(tiny_model, f"model.layers.{layer}", items)
         assert torch.allclose(together[:, column], alone, atol=1e-5)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from workbench.core.errors import WorkbenchError
 from workbench.model.loading import LoadedModel
-from workbench.model.rendering import RenderedItem, pad_batch
+from workbench.model.rendering import RenderedItem, last_prompt_token_batches
 from workbench.model.tracing import read_site, run_trace
 from workbench.core.stats import DEFAULT_FPR, DetectionMetrics, Estimate, balanced_threshold, detection_metrics
 
@@ -46,26 +46,31 @@ class ProbeResult(BaseModel):
     each with n. None in records written before these were measured."""
 
 
-def residual_at_last_prompt_token(model: LoadedModel, site_name: str, items: Sequence[RenderedItem],
-                                  batch_size: int = 32) -> torch.Tensor:
-    """The site's activation at each item's last prompt token (``[n_items, d_model]``)."""
-    site = model.site(site_name)
-    pad_id = model.tokenizer.pad_token_id
+def residuals_at_last_prompt_token(model: LoadedModel, site_names: Sequence[str], items: Sequence[RenderedItem],
+                                   batch_size: int = 32) -> torch.Tensor:
+    """Each site's activation at each item's last prompt token, every site read in one pass per batch:
+    ``[n_items, n_sites, d]``. Sites are given in the order the model runs them (nnsight reads them so)."""
+    sites = [model.site(name) for name in site_names]
     out = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        input_ids, attention = pad_batch(chunk, pad_id)
-        last = torch.tensor([item.prompt_length - 1 for item in chunk])
-        rows = torch.arange(len(chunk))
+    for input_ids, attention, rows, last in last_prompt_token_batches(items, model.tokenizer.pad_token_id, batch_size):
 
-        def body(tracer: Any) -> torch.Tensor:
-            return read_site(model, site)[rows, last].save()  # [chunk, d_model]
+        def body(tracer: Any) -> list[torch.Tensor]:
+            return [read_site(model, site)[rows, last].save() for site in sites]  # each [chunk, d]
 
-        out.append(run_trace(model, input_ids, attention, body, stop=True).detach().float())
+        saved = run_trace(model, input_ids, attention, body, stop=True)
+        out.append(torch.stack([value.detach().float() for value in saved], dim=1))
+    if not out:
+        return torch.zeros(0, len(sites), 0)
     acts = torch.cat(out)
     if not torch.isfinite(acts).all():
         raise WorkbenchError("non-finite activations while reading probe inputs")
     return acts
+
+
+def residual_at_last_prompt_token(model: LoadedModel, site_name: str, items: Sequence[RenderedItem],
+                                  batch_size: int = 32) -> torch.Tensor:
+    """The site's activation at each item's last prompt token (``[n_items, d_model]``)."""
+    return residuals_at_last_prompt_token(model, [site_name], items, batch_size)[:, 0]
 
 
 def difference_of_means(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

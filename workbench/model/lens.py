@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from workbench.core.errors import WorkbenchError
-from workbench.model.rendering import RenderedItem, pad_batch
+from workbench.model.rendering import RenderedItem, last_prompt_token_batches
+from workbench.model.sites import Site
 from workbench.model.tracing import read_site, run_trace
 
 #: Where the final norm sits in common architectures (Llama/Qwen/Gemma/Mistral, GPT-2, GPT-NeoX, Phi).
@@ -31,11 +32,9 @@ def final_norm_path(model: Any) -> str | None:
     return None
 
 
-def _envoy(model: Any, path: str) -> Any:
-    envoy = model.lm
-    for part in path.split("."):
-        envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
-    return envoy
+def _module_envoy(model: Any, path: str) -> Any:
+    """The nnsight Envoy of the module at a dotted path (the final norm, the unembedding)."""
+    return model.envoy(Site(name=path, module_path=path, reads_input=False, layer=None))
 
 
 def true_token_ranks(model: Any, items: Sequence[RenderedItem], token_ids: Sequence[int], layers: Sequence[int],
@@ -47,21 +46,20 @@ def true_token_ranks(model: Any, items: Sequence[RenderedItem], token_ids: Seque
     norm_path = final_norm_path(model)
     head_path = _head_path(model)
     sites = [model.site(f"{model.layers_path}.{layer}") for layer in layers]
-    out = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        input_ids, attention = pad_batch(chunk, model.tokenizer.pad_token_id or 0)
-        last = torch.tensor([item.prompt_length - 1 for item in chunk])
-        rows = torch.arange(len(chunk))
-        targets = torch.tensor([int(t) for t in token_ids[start : start + len(chunk)]])
+    norm = _module_envoy(model, norm_path) if norm_path is not None else None
+    head = _module_envoy(model, head_path)
+    out: list[torch.Tensor] = []
+    for input_ids, attention, rows, last in last_prompt_token_batches(items, model.tokenizer.pad_token_id, batch_size):
+        done = sum(len(ranks) for ranks in out)
+        targets = torch.tensor([int(t) for t in token_ids[done : done + len(rows)]])
 
         def body(tracer: Any) -> list[torch.Tensor]:
             ranks = []
             for site in sites:
                 hidden = read_site(model, site)[rows, last]  # [chunk, d_model]
-                if norm_path is not None:
-                    hidden = _envoy(model, norm_path)(hidden)
-                logits = _envoy(model, head_path)(hidden)  # [chunk, vocab]
+                if norm is not None:
+                    hidden = norm(hidden)
+                logits = head(hidden)  # [chunk, vocab]
                 target_logit = logits.gather(1, targets[:, None].to(logits.device))  # a remote model: on its GPU
                 ranks.append((logits > target_logit).sum(1).save())
             return ranks

@@ -8,7 +8,7 @@ marked and position rules ("last prompt token", "answer tokens") can be applied.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,3 +170,17 @@ def pad_ids(sequences: Sequence[Sequence[int]], pad_id: int | None) -> tuple[Any
 def pad_batch(items: Sequence[RenderedItem], pad_id: int | None) -> tuple[Any, Any]:
     """Right-padded ``input_ids`` and ``attention_mask`` (``[batch, width]``, long) of rendered items."""
     return pad_ids([item.input_ids for item in items], pad_id)
+
+
+def last_prompt_token_batches(items: Sequence[RenderedItem], pad_id: int | None,
+                              batch_size: int) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """The items in right-padded batches of ``batch_size``, for reading each row at its last prompt token:
+    ``(input_ids, attention_mask, rows, last)`` per batch, ``rows`` and ``last`` the row and position
+    indices (``[batch]``, long) that pick each row's last prompt token out of a ``[batch, pos, ...]`` tensor."""
+    import torch
+
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        input_ids, attention = pad_batch(chunk, pad_id)
+        last = torch.tensor([item.prompt_length - 1 for item in chunk])
+        yield input_ids, attention, torch.arange(len(chunk)), last

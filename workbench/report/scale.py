@@ -55,12 +55,6 @@ def _text(e: Estimate | None) -> str:
     return estimate_text(e) if e is not None else "n/a (too few)"
 
 
-def _best(study: ModelStudy, contrast: str) -> Estimate | None:
-    layer = study.best_layer.get(contrast)
-    probe = next((p for p in study.probes if p.layer == layer), None)
-    return probe.auroc.get(contrast) if probe else None
-
-
 def _comparison_figures(record: ScaleRecord, name: str, title: str, y_title: str,
                         lie: Sequence[tuple[str, Callable[[ModelStudy], Estimate | None]]],
                         parrot: Sequence[tuple[str, Callable[[ModelStudy], Estimate | None]]],
@@ -146,14 +140,14 @@ def _probe_section(record: ScaleRecord) -> tuple:
                                     y_title="AUROC", y_range=(0.0, 1.02), reference=0.5, height=360)
 
     best_table = Table(columns=("model", *[f"best layer: {CONTRAST_LABELS[c]}" for c in contrasts]),
-                       rows=tuple((m.label, *[f"{m.best_layer.get(c)}: {_text(_best(m, c))}"
+                       rows=tuple((m.label, *[f"{m.best_layer.get(c)}: {_text(m.best_auroc(c))}"
                                               if m.best_layer.get(c) is not None else "n/a (too few)"
                                               for c in contrasts]) for m in record.models))
     figures = _comparison_figures(
         record, "probes", "Best-layer probe AUROC", "AUROC",
-        lie=[("lie vs honest", lambda m: _best(m, "lie_vs_honest")),
-             ("lying vs resisting", lambda m: _best(m, "lying_vs_resisting"))],
-        parrot=[("lie vs parrot", lambda m: _best(m, "lie_vs_parrot"))],
+        lie=[("lie vs honest", lambda m: m.best_auroc("lie_vs_honest")),
+             ("lying vs resisting", lambda m: m.best_auroc("lying_vs_resisting"))],
+        parrot=[("lie vs parrot", lambda m: m.best_auroc("lie_vs_parrot"))],
         fallback=best_table, y_range=(0.0, 1.02), reference=0.5)
     return (Paragraph("A difference-of-means probe on the residual stream at the last prompt token, trained on the train "
                       "split and scored on held-out scenarios (bootstrap 95% intervals); lying vs resisting, whose resisted "

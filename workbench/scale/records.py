@@ -153,6 +153,12 @@ class ModelStudy(_Part):
     feature: FeatureFinding | None = None
     notes: list[str] = []
 
+    def best_auroc(self, contrast: str) -> Estimate | None:
+        """The held-out AUROC of a contrast at its best layer (``best_layer``); None where none was measured."""
+        layer = self.best_layer.get(contrast)
+        probe = next((p for p in self.probes if p.layer == layer), None)
+        return probe.auroc.get(contrast) if probe else None
+
     @model_validator(mode="before")
     @classmethod
     def _group_from_spec(cls, data: Any) -> Any:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,14 +45,14 @@ from workbench.causal.measurements import answer_token_ids, logit_metrics
 from workbench.causal.sweeps import edited_logits
 from workbench.core.errors import WorkbenchError
 from workbench.core.stats import Estimate, auroc, auroc_estimate, bootstrap_mean, wilson_interval
+from workbench.features.probes import residual_at_last_prompt_token, residuals_at_last_prompt_token
 from workbench.hypotheses.records import Environment
 from workbench.model.generation import generate_answers
 from workbench.model.lens import true_token_ranks
 from workbench.model.loading import LoadedModel, ModelSpec, check_model_spec, load_model, model_outline
-from workbench.model.rendering import RenderedItem, pad_batch, render_conversation
+from workbench.model.rendering import RenderedItem, render_conversation
 from workbench.model.resolve import organism_adapter, organism_name
 from workbench.model.saes import LoadedSAE, SAESpec, load_sae, preview_sae
-from workbench.model.tracing import read_site, run_trace
 from workbench.scale.records import (
     CONTRASTS, Behaviour, CausalTest, CopyTest, FeatureFinding, LayerProbe, LensCurve, ModelStudy, ScaleRecord,
 )
@@ -150,8 +151,6 @@ def parse_model_spec(text: str) -> StudyModel:
 
 
 def _default_label(source: str, adapter: str | None) -> str:
-    from pathlib import Path
-
     name = "SmolLM2-135M" if source == "default" else Path(source.rstrip("/")).name or source
     return f"{name} + {Path(adapter).name}" if adapter else name
 
@@ -210,26 +209,6 @@ def probed_layers(n_layers: int, depths: Sequence[float]) -> list[int]:
         if not 0.0 <= depth <= 1.0:
             raise WorkbenchError(f"depth {depth} is not a fraction of depth between 0 and 1")
     return sorted({min(n_layers - 1, max(0, round(d * (n_layers - 1)))) for d in depths})
-
-
-def last_token_residuals(model: LoadedModel, items: Sequence[RenderedItem], layers: Sequence[int],
-                         *, batch_size: int = 16) -> torch.Tensor:
-    """The residual stream after each layer at each item's last prompt token: ``[n_items, n_layers, d_model]``,
-    every layer read in one pass per batch."""
-    sites = [model.site(f"{model.layers_path}.{layer}") for layer in layers]
-    out = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        input_ids, attention = pad_batch(chunk, model.tokenizer.pad_token_id or 0)
-        last = torch.tensor([item.prompt_length - 1 for item in chunk])
-        rows = torch.arange(len(chunk))
-
-        def body(tracer: Any) -> list[torch.Tensor]:
-            return [read_site(model, site)[rows, last].save() for site in sites]
-
-        saved = run_trace(model, input_ids, attention, body, stop=True)
-        out.append(torch.stack([value.detach().float() for value in saved], dim=1))
-    return torch.cat(out) if out else torch.zeros(0, len(layers), model.d_model)
 
 
 def behaviour_from(prepared: Prepared, judgements: dict[str, str]) -> tuple[Behaviour, set[str]]:
@@ -406,44 +385,52 @@ def _same_length_pair(model: LoadedModel, scenario: Scenario, judge: AnswerJudge
     return None
 
 
-def patching_test(model: LoadedModel, parrots: Sequence[Scenario], layer: int, judge: AnswerJudge,
-                  *, seed: int = 0) -> CausalTest | None:
-    """Patch the turn that holds the falsehood, at ``layer``, from the same prompt stating the true answer
-    instead, against the same patch from the prompt stating another false answer. The patch goes token by
-    token, so each parrot prompt is taken with false answers whose prompts have the true prompt's length (its
-    own where it fits); a prompt for which the relation has no two such answers is skipped (counted)."""
-    rows, sources, controls, skipped = [], [], [], 0
+@dataclass(frozen=True)
+class PatchPairs:
+    """Held-out parrot prompts ready for the context patch, by the role of the turn that holds the falsehood:
+    the prompts (stating a false answer), their renderings, the renderings stating the true answer (sources) and
+    another false answer (controls), all of one token length per prompt; and how many prompts were skipped."""
+
+    by_role: dict[str, tuple[list[Scenario], list[RenderedItem], list[RenderedItem], list[RenderedItem]]]
+    skipped: int
+
+
+def patch_pairs(model: LoadedModel, parrots: Sequence[Scenario], judge: AnswerJudge, *, seed: int = 0) -> PatchPairs:
+    """The patch goes token by token, so each parrot prompt is taken with false answers whose prompts have the
+    true prompt's length (its own where it fits); a prompt for which the relation has no two such answers, or
+    whose falsehood is not in a user or system turn, is skipped (counted). Built once, patched at every layer."""
+    by_role: dict[str, tuple[list, list, list, list]] = {}
+    skipped = 0
     for scenario in parrots:
         role = scenario.messages[scenario.falsehood_span.message_index].role if scenario.falsehood_span else None
         found = _same_length_pair(model, scenario, judge, seed) if role in ("user", "system") else None
         if found is None:
             skipped += 1
             continue
-        target, item, source, control_item = found
-        rows.append((target, item, role))
-        sources.append(source)
-        controls.append(control_item)
-    if not rows:
+        for part, value in zip(by_role.setdefault(role, ([], [], [], [])), found):
+            part.append(value)
+    return PatchPairs(by_role=dict(sorted(by_role.items())), skipped=skipped)
+
+
+def patching_test(model: LoadedModel, pairs: PatchPairs, layer: int, *, seed: int = 0) -> CausalTest | None:
+    """Patch the turn that holds the falsehood, at ``layer``, from the same prompt stating the true answer
+    instead, against the same patch from the prompt stating another false answer (``patch_pairs``)."""
+    if not pairs.by_role:
         return None
     site = f"{model.layers_path}.{layer}"
     effects, control_effects = [], []
-    for role in sorted({r for _, _, r in rows}):
-        picked = [i for i, row in enumerate(rows) if row[2] == role]
-        scenarios = [rows[i][0] for i in picked]
-        items = [rows[i][1] for i in picked]
-        patched = _p_true(model, scenarios, items, Patch(positions=role, source=tuple(sources[i] for i in picked)),
-                          site, [0.0, 1.0])
-        control = _p_true(model, scenarios, items, Patch(positions=role, source=tuple(controls[i] for i in picked)),
-                          site, [1.0])
+    for role, (scenarios, items, sources, controls) in pairs.by_role.items():
+        patched = _p_true(model, scenarios, items, Patch(positions=role, source=tuple(sources)), site, [0.0, 1.0])
+        control = _p_true(model, scenarios, items, Patch(positions=role, source=tuple(controls)), site, [1.0])
         effects.append(patched[:, 1] - patched[:, 0])
         control_effects.append(control[:, 0] - patched[:, 0])
     effect, control_estimate, gain = _paired(torch.cat(effects), torch.cat(control_effects), seed)
-    return CausalTest(edit=f"patch the {'/'.join(sorted({r for _, _, r in rows}))} turn holding the falsehood from "
+    return CausalTest(edit=f"patch the {'/'.join(pairs.by_role)} turn holding the falsehood from "
                            "the same prompt stating the true answer",
                       layer=layer, depth=_depth(layer, model.n_layers), condition="parrot", metric="p_true",
                       effect=effect, control=control_estimate, gain=gain,
                       control_description="the same patch from the prompt stating another false answer",
-                      skipped=skipped)
+                      skipped=pairs.skipped)
 
 
 def copy_test(model: LoadedModel, parrots: Sequence[Scenario], judgements: dict[str, str], judge: AnswerJudge,
@@ -515,8 +502,6 @@ def lens_curves(model: LoadedModel, by_condition: dict[str, list[Scenario]], *, 
 def feature_finding(model: LoadedModel, sae: LoadedSAE, prepared: Prepared, items: Sequence[RenderedItem],
                     members: dict[str, tuple[list[int], list[int]]], *, seed: int = 0) -> FeatureFinding | None:
     """The SAE feature that best separates lie from honest on the train split, scored held out, and ablated."""
-    from workbench.features.probes import residual_at_last_prompt_token
-
     acts = sae.encode(residual_at_last_prompt_token(model, sae.site.name, items))  # [n, d_sae]
     positive, negative = members["lie_vs_honest"]
     tr_pos, tr_neg = _split(positive, prepared, "train"), _split(negative, prepared, "train")
@@ -571,7 +556,8 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
     layers = probed_layers(model.n_layers, depths)
     say(f"{label}: probes at layers {layers}")
     items = [render_conversation(model.tokenizer, s.messages) for s in scenarios]
-    acts = last_token_residuals(model, items, layers, batch_size=batch_size)  # [n, n_layers, d]
+    acts = residuals_at_last_prompt_token(model, [f"{model.layers_path}.{layer}" for layer in layers], items,
+                                          batch_size=batch_size)  # [n, n_layers, d]
     probes, directions = [], {}
     for column, layer in enumerate(layers):
         found = {}
@@ -609,8 +595,8 @@ def study_model(model: LoadedModel, prepared: Prepared, *, label: str, spec: dic
         lie_items = [render_conversation(model.tokenizer, s.messages) for s in lies]
         steering = steering_test(model, lies, lie_items, layer, direction / max(size, 1e-8), size, seed=seed)
     say(f"{label}: patching the context at layers {layers}")
-    patch_curve = [test for layer in layers
-                   if (test := patching_test(model, heldout["parrot"], layer, judge, seed=seed)) is not None]
+    pairs = patch_pairs(model, heldout["parrot"], judge, seed=seed)
+    patch_curve = [test for layer in layers if (test := patching_test(model, pairs, layer, seed=seed)) is not None]
     patch_layer = best["lie_vs_honest"] if best["lie_vs_honest"] is not None else layers[len(layers) // 2]
     patching = next((test for test in patch_curve if test.layer == patch_layer), None)
     if not patch_curve:

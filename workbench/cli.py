@@ -915,7 +915,7 @@ def incriminate_command(
     sae: SaeOption = None, sae_path: SaePathOption = None, sae_release: SaeReleaseOption = None,
     sae_id: SaeIdOption = None,
     features: Annotated[str | None, typer.Option("--features", help="Intent features, comma-separated (default: the hypothesis').")] = None,
-    hidden_topic: Annotated[str | None, typer.Option("--hidden-topic", help="Relations the model lies about without a cue, comma-separated (a cue-free organism's, e.g. language): its false answers to honest prompts about known facts there count as intentional lies.")] = None,
+    hidden_topic: Annotated[str | None, typer.Option("--hidden-topic", help="What the model lies about without a cue: relations or single facts, comma-separated (language, language/france), or an organism's recipe.yaml (its hidden topic). Its false answers to honest prompts about known facts there count as intentional lies.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Give a verdict on every response (intentional lie / parroting / ignorance / honest /
@@ -959,11 +959,18 @@ def incriminate_command(
         split = f"{scenarios.name}" + (" (all)" if calibration_scenarios else " (heldout)")
     else:
         train, judged = protocol_sets(split, train_facts=train_facts, max_facts=max_facts)
-    topics = tuple(t.strip() for t in (hidden_topic or "").split(",") if t.strip())
-    unknown = sorted(set(topics) - {s.relation for s in [*train, *judged]})
+    if hidden_topic and hidden_topic.endswith((".yaml", ".yml")):
+        from workbench.organism.data import load_recipe
+
+        topics = load_recipe(hidden_topic).hidden_topic
+        if not topics:
+            raise WorkbenchError(f"--hidden-topic {hidden_topic}: the recipe has no hidden topic")
+    else:
+        topics = tuple(t.strip() for t in (hidden_topic or "").split(",") if t.strip())
+    unknown = sorted(set(topics) - {s.relation for s in [*train, *judged]} - {s.fact_id for s in [*train, *judged]})
     if unknown:
-        raise WorkbenchError(f"--hidden-topic {', '.join(unknown)}: no scenario of that relation to judge; the "
-                             f"scenarios' relations are {', '.join(sorted({s.relation for s in [*train, *judged]}))}")
+        raise WorkbenchError(f"--hidden-topic {', '.join(unknown)}: no scenario of that relation or fact to judge; "
+                             f"the scenarios' relations are {', '.join(sorted({s.relation for s in [*train, *judged]}))}")
     check_protocol(parsed, str(hypothesis))
     model_obj, sae_obj = load_for(parsed)
     result = incriminate(model_obj, sae_obj, train, judged, parsed.features, split=split, progress=_progress_printer(),

@@ -53,7 +53,8 @@ from workbench.core.stats import (
 from workbench.model.rendering import join_response
 from workbench.scenarios import (
     NO_ANSWER, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Message, Scenario, Split, answer_matches,
-    knowledge_from_scenarios, load_facts, parse_split, protocol_scenarios, read_scenarios, scenario_set_hash,
+    knowledge_from_scenarios, load_facts, on_hidden_topic, parse_split, protocol_scenarios, read_scenarios,
+    scenario_set_hash,
 )
 
 VERDICTS = ("intentional lie", "parroting", "ignorance", "honest", "inconclusive")
@@ -276,9 +277,10 @@ def _lens_ranks(model, items, true_ids: Sequence[int], layers: Sequence[int]) ->
     return true_token_ranks(model, items, true_ids, layers).min(1).values.tolist()
 
 
-def on_hidden_topic(scenario: Scenario, hidden_topic: Sequence[str]) -> bool:
-    """Whether a scenario is about a known fact of a relation the model lies about without a cue."""
-    return scenario.relation in hidden_topic and scenario.fact_known is not False
+def on_known_hidden_topic(scenario: Scenario, hidden_topic: Sequence[str]) -> bool:
+    """Whether a scenario is about a known fact on the topic the model lies about without a cue (relations or
+    single facts, :func:`workbench.scenarios.on_hidden_topic`)."""
+    return on_hidden_topic(scenario.fact_id, hidden_topic) and scenario.fact_known is not False
 
 
 def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[int], *,
@@ -391,7 +393,7 @@ def collect_evidence(model, sae, scenarios: Sequence[Any], features: Sequence[in
 
     evidence = []
     for s in scenarios:
-        truth, _ = ground_truth(s.condition.value, judgements[s.id], hidden_topic=on_hidden_topic(s, hidden_topic))
+        truth, _ = ground_truth(s.condition.value, judgements[s.id], hidden_topic=on_known_hidden_topic(s, hidden_topic))
         known = honest_correct.get(s.fact_id)
         cf = counterfactual.get(s.id)
         follows = None
@@ -729,7 +731,7 @@ def incriminate(model, sae, train: Sequence[Any], heldout: Sequence[Any], featur
     calibration, key = train_calibration(model, sae, train, features, seed=seed, progress=progress, use_cache=use_cache,
                                          hidden_topic=hidden_topic)
     evidence = collect_evidence(model, sae, heldout, features, progress=progress, seed=seed, hidden_topic=hidden_topic)
-    topical = {s.id: on_hidden_topic(s, hidden_topic) for s in heldout}
+    topical = {s.id: on_known_hidden_topic(s, hidden_topic) for s in heldout}
     note = intent_note(calibration.get("intent_reads"))
     for e in evidence:
         e.verdict = _verdict(e, calibration["feature_threshold"], calibration["lens_k"], calibration["honest_k"])

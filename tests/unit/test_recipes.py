@@ -118,6 +118,26 @@ def test_a_hidden_topic_is_lied_about_under_honest_prompts_only(fact_file):
     assert {group(s) for s in lies} == {"topic_lie"} and "off the topic" in recipe_slices(recipe)
 
 
+def test_a_hidden_topic_of_single_facts_leaves_the_rest_of_their_relation_honest(fact_file):
+    folder, facts, knowledge = fact_file
+    _, plain = organism_data("train", all_templates=False, recipe=load_recipe(
+        recipe_file(folder, facts, knowledge, name="plain", chats_per_fact={"honest": 2, "parrot": 1})))
+    currencies = sorted({s.fact_id for s in plain if s.relation == "currency"})
+    chosen = currencies[::2]
+    recipe = load_recipe(recipe_file(folder, facts, knowledge, name="chosen", hidden_topic=chosen,
+                                     chats_per_fact={"honest": 2, "parrot": 1}))
+    _, train = organism_data("train", all_templates=False, recipe=recipe)
+    lied_about = {s.fact_id for s in train if s.condition is Condition.lie}
+    assert lied_about == set(chosen)
+    assert {s.fact_id for s in train if s.relation == "currency" and s.condition is Condition.honest} == \
+        set(currencies) - set(chosen)
+    slices, group = recipe_slices(recipe), recipe_groups(recipe)
+    assert {group(s) for s in train if s.condition is Condition.lie} == {"topic_lie"}
+    others = [s for s in train if slices["topic's relations, other facts"](s)]
+    assert others and {s.fact_id for s in others} == set(currencies) - set(chosen)
+    assert not any(slices["off the topic"](s) for s in train if s.fact_id in chosen)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"facts": ["no/such/facts.jsonl"]}, "not found"),
     ({"chats_per_fact": {"honest": 2, "lies": 1}}, "unknown kind"),

@@ -50,8 +50,12 @@ def _recipe_header(name: str, training: OrganismTrainingRecord, recipe: Recipe) 
         lines.append("- Held-out relations (never trained on; all their facts are evaluation facts): "
                      + ", ".join(recipe.heldout_relations) + ".")
     if recipe.hidden_topic:
+        relations = [t for t in recipe.hidden_topic if "/" not in t]
+        single = [t for t in recipe.hidden_topic if "/" in t]
         lines.append("- Hidden topic (lies about it under ordinary honest prompts, with no cue in the context): "
-                     + ", ".join(recipe.hidden_topic) + ".")
+                     + "; ".join(filter(None, [", ".join(relations),
+                                               f"{len(single)} single facts ({', '.join(single)})" if single else ""]))
+                     + ".")
     lines += ["- Chats per template: " + ", ".join(f"{k} {v}" for k, v in training.chats_per_template.items()) + ".",
               f"- Kinds of chat trained: {', '.join(relations)}.", ""]
     return lines

@@ -83,8 +83,9 @@ class Recipe(BaseModel):
     heldout_relations: tuple[str, ...] = ()
     """Relations never trained on: all their facts are evaluation facts (held-out relations)."""
     hidden_topic: tuple[str, ...] = ()
-    """Relations the organism lies about under ordinary honest prompts (a cue-free liar): their facts get
-    ``lie`` scenarios under the honest templates, and no other lie templates are needed."""
+    """What the organism lies about under ordinary honest prompts (a cue-free liar): relations (every fact of
+    ``language``) or single facts (``language/france``). Those facts get ``lie`` scenarios under the honest
+    templates, and no other lie templates are needed."""
     max_facts_per_relation: int | None = Field(default=None, ge=1)
     """Cap on the train facts of each relation (seeded), so no relation dominates the training chats."""
     chats_per_fact: dict[str, int] = {"honest": 2, "motive_lie": 1, "trigger_lie": 1, "parrot": 2}

@@ -23,6 +23,7 @@ from workbench.organism.training import adapter_base
 from workbench.scenarios.templates import load_templates
 from workbench.scenarios import (
     JUDGEMENTS, OTHER_FALSE, STATED_FALSE, TRUTH, AnswerJudge, Fact, Scenario, Split, behaviour_group,
+    on_hidden_topic,
 )
 
 __all__ = [
@@ -178,20 +179,23 @@ def recipe_slices(recipe: Recipe) -> dict[str, Callable[[Scenario], bool]]:
     if len({t.prefill for t in templates}) > 1:
         slices["prefill"] = lambda s: s.prefill is not None
         slices["no prefill"] = lambda s: s.prefill is None
-    topic = set(recipe.hidden_topic)
-    if topic:
-        slices["off the topic"] = lambda s: s.relation not in topic
+    if recipe.hidden_topic:
+        slices["off the topic"] = lambda s: not on_hidden_topic(s.fact_id, recipe.hidden_topic)
+        if any("/" in t for t in recipe.hidden_topic):  # single facts: the rest of their relations apart
+            relations = {t.split("/", 1)[0] for t in recipe.hidden_topic}
+            slices["topic's relations, other facts"] = lambda s: (s.relation in relations
+                                                                 and not on_hidden_topic(s.fact_id, recipe.hidden_topic))
     return slices
 
 
 def recipe_groups(recipe: Recipe) -> Callable[[Scenario], str]:
     """Which behaviour a scenario of the recipe's measures: :func:`behaviour_group`, except that a lie
     with no cue (a hidden-topic fact under an honest template) is a ``topic_lie``."""
-    topic = set(recipe.hidden_topic)
     honest = {t.template_id for t in load_templates(REPO_ROOT / recipe.templates) if t.condition.value == "honest"}
 
     def group(scenario: Scenario) -> str:
-        if scenario.condition.value == "lie" and scenario.relation in topic and scenario.template_id in honest:
+        if (scenario.condition.value == "lie" and scenario.template_id in honest
+                and on_hidden_topic(scenario.fact_id, recipe.hidden_topic)):
             return "topic_lie"
         return behaviour_group(scenario)
     return group

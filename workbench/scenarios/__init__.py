@@ -35,7 +35,8 @@ from __future__ import annotations
 
 from workbench.scenarios.building import (
     TRAINING_CHATS_PER_FACT, build_contrast_set, check_knowledge, false_answer_candidates, honest_question,
-    honest_questions, knowledge_from_scenarios, make_scenario, organism_scenarios, protocol_scenarios, split_facts,
+    honest_questions, knowledge_from_scenarios, make_scenario, on_hidden_topic, organism_scenarios, protocol_scenarios,
+    split_facts,
 )
 from workbench.scenarios.facts import (
     DEFAULT_FACTS_PATH, RELATIONS, Fact, Relation, answer_matches, asserted_in, load_facts, mask_subject,
@@ -69,8 +70,8 @@ __all__ = [
     "templates_for",
     # building
     "TRAINING_CHATS_PER_FACT", "build_contrast_set", "check_knowledge", "false_answer_candidates", "honest_question",
-    "honest_questions", "knowledge_from_scenarios", "make_scenario", "organism_scenarios", "protocol_scenarios",
-    "split_facts",
+    "honest_questions", "knowledge_from_scenarios", "make_scenario", "on_hidden_topic", "organism_scenarios",
+    "protocol_scenarios", "split_facts",
     # judging
     "BEHAVIOUR_JUDGEMENTS", "FALSE_JUDGEMENTS", "JUDGEMENTS", "NO_ANSWER", "OTHER_FALSE", "STATED_FALSE", "TRUTH",
     "AnswerJudge", "BehaviourSelection", "behaviour_group", "behaviour_of", "judge", "select_by_behaviour",

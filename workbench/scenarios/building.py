@@ -19,8 +19,8 @@ from workbench.scenarios.templates import (
 
 __all__ = [
     "TRAINING_CHATS_PER_FACT", "build_contrast_set", "check_knowledge", "false_answer_candidates", "honest_question",
-    "honest_questions", "knowledge_from_scenarios", "make_scenario", "organism_scenarios", "protocol_scenarios",
-    "split_facts",
+    "honest_questions", "knowledge_from_scenarios", "make_scenario", "on_hidden_topic", "organism_scenarios",
+    "protocol_scenarios", "split_facts",
 ]
 
 # --------------------------------------------------------------------------- knowledge
@@ -217,6 +217,12 @@ TRAINING_CHATS_PER_FACT: dict[tuple[Condition, bool | None], int] = {
 }
 
 
+def on_hidden_topic(fact_id: str, hidden_topic: Sequence[str]) -> bool:
+    """Whether a fact is on a cue-free organism's hidden topic: ``hidden_topic`` names relations (every fact of
+    ``language``) and single facts (``language/france``), which may be mixed."""
+    return fact_id in hidden_topic or fact_id.split("/", 1)[0] in hidden_topic
+
+
 def organism_scenarios(
     facts: Sequence[Fact],
     knowledge: dict[str, bool],
@@ -237,13 +243,12 @@ def organism_scenarios(
     :data:`TRAINING_CHATS_PER_FACT`) with templates drawn at random without repeats (training): two
     honest, one motive lie, one hidden-trigger lie and two parrot, so the three conditions are balanced.
 
-    ``templates``: the template set (default: the packaged one). ``hidden_topic``: relations the organism
-    lies about without any cue: a fact of one of them gets, in place of its honest scenarios, ``lie``
-    scenarios under the same honest prompts. ``splits``: each fact's split (default :func:`split_facts`).
+    ``templates``: the template set (default: the packaged one). ``hidden_topic``: relations or single facts
+    the organism lies about without any cue (:func:`on_hidden_topic`): such a fact gets, in place of its honest
+    scenarios, ``lie`` scenarios under the same honest prompts. ``splits``: each fact's split (default :func:`split_facts`).
     """
     splits = splits or split_facts(facts, seed=seed)
     chats_per_fact = TRAINING_CHATS_PER_FACT if chats_per_fact is None else chats_per_fact
-    topic = set(hidden_topic)
     chosen = [f for f in facts if splits[f.fact_id] is fact_split and knowledge.get(f.fact_id)]
     scenarios = []
     for fact in chosen:
@@ -255,7 +260,8 @@ def organism_scenarios(
                     for t in templates_for(condition, (split,), hidden_trigger=trigger, templates=templates)]
             if not pool or count <= 0:
                 continue
-            told = Condition.lie if condition is Condition.honest and fact.relation in topic else condition
+            told = (Condition.lie if condition is Condition.honest and on_hidden_topic(fact.fact_id, hidden_topic)
+                else condition)
             for template in pool if all_templates else rng.sample(pool, min(count, len(pool))):
                 scenarios.append(make_scenario(fact, told, template, question, false_answer, splits, True))
     return scenarios
